@@ -1,0 +1,174 @@
+"""The ``cyclehttp`` command: ``cyclehttp module:attr [options]``.
+
+Mistakes in what the user typed (a bad target, a bad option) print one line
+starting with ``cyclehttp: error:`` and exit with status 2, like argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from . import __version__
+from .app import App
+from .config import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_PIPELINED_REQUESTS, Config
+from .errors import RouteError
+
+__all__ = ["TargetError", "build_parser", "load_app", "main"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class TargetError(Exception):
+    """The ``module:attr`` target cannot be turned into an App; the message says why."""
+
+
+def load_app(target: str, *, factory: bool = False, app_dir: str = ".") -> App:
+    """Import ``module:attr`` and return the App it names.
+
+    ``attr`` may be an ``App``, a list of ``(method, path, target)`` routes, or
+    with ``factory=True`` a callable returning either.
+    """
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path or ":" in attr_path:
+        raise TargetError(f"target {target!r} must be of the form 'module:attribute', e.g. 'app:app'")
+    if app_dir:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise TargetError(f"cannot import module {module_name!r}: {exc}") from None
+        raise TargetError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        ) from None
+    except Exception as exc:
+        raise TargetError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        ) from None
+    value: object = module
+    for part in attr_path.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if factory:
+        if not callable(value):
+            raise TargetError(f"{target!r} is not callable; drop --factory or name a function")
+        try:
+            value = value()
+        except Exception as exc:
+            raise TargetError(f"factory {target!r} raised {type(exc).__name__}: {exc}") from None
+    return _as_app(value, target, factory)
+
+
+def _as_app(value: object, target: str, factory: bool) -> App:
+    if isinstance(value, App):
+        return value
+    if isinstance(value, (list, tuple)):
+        try:
+            return App(value)
+        except (RouteError, TypeError) as exc:
+            raise TargetError(f"{target!r}: bad route list: {exc}") from None
+    if callable(value) and not factory:
+        raise TargetError(f"{target!r} is a callable, not an App; pass --factory to call it")
+    raise TargetError(
+        f"{target!r} is a {type(value).__name__}, not an App or a list of (method, path, target) routes"
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, got {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cyclehttp",
+        description="Serve a cyclehttp app: cyclehttp module:attr",
+    )
+    parser.add_argument(
+        "target",
+        metavar="module:attr",
+        help="the App (or list of routes) to serve, e.g. examples.hello:routes",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8000, help="port to bind (default: 8000)")
+    parser.add_argument("--factory", action="store_true", help="call module:attr to get the App")
+    parser.add_argument("--app-dir", default=".", help="directory added to sys.path first (default: .)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default: info)")
+    parser.add_argument(
+        "--max-pipelined-requests",
+        type=_positive_int,
+        default=DEFAULT_MAX_PIPELINED_REQUESTS,
+        help=f"requests queued per connection before reading pauses ({DEFAULT_MAX_PIPELINED_REQUESTS})",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        help=f"seconds a shutdown waits for requests in flight (default: {DEFAULT_GRACEFUL_TIMEOUT:g})",
+    )
+    parser.add_argument("--version", action="version", version=f"cyclehttp {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        app = load_app(args.target, factory=args.factory, app_dir=args.app_dir)
+    except TargetError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    config = Config(
+        max_pipelined_requests=args.max_pipelined_requests,
+        graceful_timeout=args.graceful_timeout,
+    )
+    import uvloop
+
+    from .server import Server
+
+    try:
+        uvloop.run(Server(app, config).serve(args.host, args.port))
+    except OSError as exc:
+        print(f"cyclehttp: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

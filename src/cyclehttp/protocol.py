@@ -1,0 +1,422 @@
+"""HttpProtocol: one connection's cycle, and the whole hot path.
+
+Theory of operation
+-------------------
+httptools calls back as it parses. ``on_headers_complete`` routes the request
+(the router gives a target index) and decides the connection mode;
+``on_message_complete`` *executes* the request, or queues it when an earlier
+request on the same connection is still being handled (an async handler) or
+the client is not reading (write paused). Responses are therefore produced in
+request order, whatever the handlers do.
+
+Responses produced while one ``data_received`` runs are collected in ``_out``
+and written with a single ``transport.write`` at its end (coalescing).
+
+The read side has one explicit state:
+
+=========  =============================================================
+IDLE       between requests (nothing of the next request has arrived)
+HEAD       reading a request line and headers
+BODY       reading a request body
+CLOSING    no more requests will be parsed; close once responses are out
+=========  =============================================================
+
+The handler side is ``_busy`` (the task of the async handler running, or
+None) and ``_queue`` (requests parsed but not yet executed). Reading is paused
+while the queue is full or the transport's write buffer is over its high-water
+mark, so neither can grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from time import monotonic_ns
+from typing import TYPE_CHECKING, Any, Final
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from .errors import HTTPError
+from .request import Request
+from .response import (
+    CLOSE,
+    KEEP_ALIVE,
+    KEEP_ALIVE_HTTP10,
+    StaticResponse,
+    error_response,
+    render_result,
+)
+from .routing import HandlerTarget
+
+if TYPE_CHECKING:
+    from .server import ServerState
+
+__all__ = ["HttpProtocol"]
+
+error_log: Final = logging.getLogger("cyclehttp.error")
+
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+CLOSING: Final = 3
+
+# Why reading is paused (a bit set): the transport resumes only when none is left.
+_PAUSED_WRITE: Final = 1
+_PAUSED_QUEUE: Final = 2
+
+_SLASH: Final = ord("/")
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing; ``_error`` says why."""
+
+
+_INTERNAL_ERROR: Final = error_response(500)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """An HTTP/1.1 connection served with httptools on an asyncio (uvloop) transport."""
+
+    __slots__ = (
+        "_body",
+        "_busy",
+        "_close_after_flush",
+        "_draining",
+        "_error",
+        "_head",
+        "_headers",
+        "_index",
+        "_loop",
+        "_max_queue",
+        "_method",
+        "_mode",
+        "_out",
+        "_params",
+        "_parser",
+        "_path",
+        "_paused",
+        "_query",
+        "_queue",
+        "_server",
+        "_started_ns",
+        "_state",
+        "_static",
+        "_stats",
+        "_targets",
+        "_transport",
+        "_url",
+        "_version",
+    )
+
+    def __init__(self, server: ServerState) -> None:
+        self._server = server
+        self._loop = server.loop
+        self._static = server.router.static
+        self._targets = server.router.targets
+        self._stats = server.stats
+        self._max_queue = server.config.max_pipelined_requests
+        self._state = IDLE
+        self._transport: asyncio.Transport | None = None
+        self._parser = HttpRequestParser(self)
+        self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self._out: list[bytes] = []
+        self._queue: deque[tuple[Any, Request | None, int, bool]] = deque()
+        self._busy: asyncio.Task[None] | None = None
+        self._paused = 0
+        self._close_after_flush = False
+        self._draining = False
+        self._error: tuple[int, str] | None = None
+        self._started_ns = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] | None = None
+        self._method = b""
+        self._path = b""
+        self._query = b""
+        self._version = "1.1"
+        self._index = 0
+        self._params: dict[str, Any] | None = None
+        self._mode = KEEP_ALIVE
+        self._head = False
+
+    # -- connection ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._started_ns = monotonic_ns()
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+        self._server.connections.add(self)
+        self._stats.connections_accepted += 1
+        if self._server.draining:
+            self._draining = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stats.connection_closed(monotonic_ns() - self._started_ns)
+        self._server.connections.discard(self)
+        self._state = CLOSING
+        self._transport = None
+        self._queue.clear()
+        self._out.clear()
+        if self._busy is not None:
+            self._busy.cancel()
+            self._busy = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == CLOSING:
+            return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            # The request was complete and is answered; llhttp cannot go on
+            # after an Upgrade/CONNECT, and there is nothing to upgrade to.
+            self._stop_reading()
+        except HttpParserError as exc:
+            self._parse_failed(exc)
+        except Exception:  # a bug in this module: lose the connection, not the server
+            error_log.exception("internal error while parsing a request; closing the connection")
+            self._abort()
+            return
+        self._flush()
+
+    def pause_writing(self) -> None:
+        """The client is not reading: stop reading its requests until it does."""
+        self._pause(_PAUSED_WRITE)
+
+    def resume_writing(self) -> None:
+        self._resume(_PAUSED_WRITE)
+        self._drain_queue()
+        self._flush()
+
+    # -- parser callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._state == CLOSING:
+            raise _Reject
+        self._state = HEAD
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":
+                self._error = (400, "HTTP/0.9 requests are not supported")
+            else:
+                self._error = (505, f"HTTP/{version} is not supported; use HTTP/1.1")
+            raise _Reject
+        method = parser.get_method()
+        url = self._url
+        if url and url[0] == _SLASH:
+            mark = url.find(b"?")
+            if mark < 0:
+                path, query = url, b""
+            else:
+                path, query = url[:mark], url[mark + 1 :]
+        else:
+            path, query = self._absolute_form(url)
+        entry = self._static.get(path)
+        if entry is not None:
+            self._index = entry.methods.get(method, entry.not_allowed)
+            self._params = None
+        else:
+            self._index, self._params = self._server.router._lookup_dynamic(method, path)
+        if parser.should_keep_alive() and not self._draining:
+            self._mode = KEEP_ALIVE if version == "1.1" else KEEP_ALIVE_HTTP10
+        else:
+            self._mode = CLOSE
+        self._method = method
+        self._head = method == b"HEAD"
+        self._state = BODY
+        if self._targets[self._index].__class__ is HandlerTarget:
+            self._path = path
+            self._query = query
+            self._version = version
+            self._body = []
+        else:
+            self._body = None
+
+    def _absolute_form(self, url: bytes) -> tuple[bytes, bytes]:
+        """Path and query of an absolute-form target (``http://host/path``); 400 otherwise."""
+        try:
+            parsed = parse_url(url)
+        except HttpParserError:
+            parsed = None
+        if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
+            self._error = (400, "the request target must be a path starting with '/'")
+            raise _Reject
+        return parsed.path or b"/", parsed.query or b""
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        mode = self._mode
+        if mode == CLOSE:
+            self._state = CLOSING
+            self._pause(_PAUSED_QUEUE)
+        else:
+            self._state = IDLE
+        target = self._targets[self._index]
+        request: Request | None = None
+        if self._body is not None:
+            request = Request(
+                self._method,
+                self._path,
+                self._query,
+                self._headers,
+                b"".join(self._body),
+                self._params,
+                self._version,
+                self._transport,
+            )
+            self._body = None
+        if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
+            self._execute(target, request, mode, self._head)
+        else:
+            self._queue.append((target, request, mode, self._head))
+            if len(self._queue) >= self._max_queue:
+                self._pause(_PAUSED_QUEUE)
+
+    # -- executing requests -------------------------------------------------
+
+    def _execute(self, target: Any, request: Request | None, mode: int, head: bool) -> None:
+        if target.__class__ is StaticResponse:
+            if self._draining:
+                mode = CLOSE
+            self._out.append(target.head_buffers[mode] if head else target.buffers[mode])
+            if target.split and not head:
+                self._out.append(target.body)
+            self._sent(mode)
+        elif target.__class__ is bytes:  # a pre-rendered error that ends the connection
+            self._out.append(target)
+            self._sent(CLOSE)
+        else:
+            assert request is not None
+            self._call(target, request, mode, head)
+
+    def _call(self, target: HandlerTarget, request: Request, mode: int, head: bool) -> None:
+        if target.is_async:
+            self._busy = self._loop.create_task(self._call_async(target.handler(request), target, mode, head))
+            return
+        try:
+            result = target.handler(request)
+            if inspect.isawaitable(result):
+                self._busy = self._loop.create_task(self._call_async(result, target, mode, head))
+                return
+            data = render_result(result, mode if not self._draining else CLOSE, head)
+        except Exception as exc:
+            data = self._handler_failed(exc, target, request, mode, head)
+        self._out.append(data)
+        self._sent(mode)
+
+    async def _call_async(self, awaitable: Any, target: HandlerTarget, mode: int, head: bool) -> None:
+        try:
+            result = await awaitable
+            data = render_result(result, mode if not self._draining else CLOSE, head)
+        except Exception as exc:
+            data = self._handler_failed(exc, target, None, mode, head)
+        self._busy = None
+        if self._transport is None:
+            return
+        self._out.append(data)
+        self._sent(mode)
+        self._drain_queue()
+        self._flush()
+
+    def _handler_failed(
+        self, exc: Exception, target: HandlerTarget, request: Request | None, mode: int, head: bool
+    ) -> bytes:
+        if self._draining:
+            mode = CLOSE
+        if isinstance(exc, HTTPError):
+            return error_response(exc.status, exc.detail, exc.headers).render(mode, head)
+        error_log.error("handler %s failed", target.name, exc_info=exc)
+        return _INTERNAL_ERROR.render(mode, head)
+
+    def _sent(self, mode: int) -> None:
+        self._stats.requests += 1
+        if mode == CLOSE or self._draining:
+            self._close_after_flush = True
+            self._queue.clear()
+
+    def _drain_queue(self) -> None:
+        queue = self._queue
+        while queue and self._busy is None and not self._paused & _PAUSED_WRITE:
+            self._execute(*queue.popleft())
+        if self._state == CLOSING:
+            if not queue and self._busy is None:
+                self._close_after_flush = True
+        elif self._paused & _PAUSED_QUEUE and len(queue) <= self._max_queue // 2:
+            self._resume(_PAUSED_QUEUE)
+
+    def _flush(self) -> None:
+        out = self._out
+        transport = self._transport
+        if transport is None:
+            return
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._close_after_flush:
+            transport.close()
+
+    # -- errors and shutdown ------------------------------------------------
+
+    def _parse_failed(self, exc: HttpParserError) -> None:
+        if self._state == CLOSING and self._error is None:
+            return  # parsing stopped on purpose after a final request
+        status, detail = self._error or (400, f"Invalid HTTP request: {exc}")
+        error_log.debug("rejecting request with %d: %s", status, detail)
+        data = error_response(status, detail).render(CLOSE, False)
+        self._state = CLOSING
+        self._pause(_PAUSED_QUEUE)
+        if self._busy is None and not self._queue:
+            self._execute(data, None, CLOSE, False)
+        else:
+            self._queue.append((data, None, CLOSE, False))
+
+    def _stop_reading(self) -> None:
+        self._state = CLOSING
+        self._pause(_PAUSED_QUEUE)
+        self._drain_queue()
+
+    def _abort(self) -> None:
+        self._state = CLOSING
+        if self._transport is not None:
+            self._transport.abort()
+
+    def is_idle(self) -> bool:
+        """True between requests: nothing half-read, running or unsent."""
+        return self._state == IDLE and self._busy is None and not self._queue and not self._out
+
+    def shutdown(self) -> None:
+        """Close now if idle; otherwise answer what is in flight with ``Connection: close``."""
+        self._draining = True
+        if self._transport is None:
+            return
+        if self.is_idle():
+            self._state = CLOSING
+            self._transport.close()
+
+    # -- flow control -------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()

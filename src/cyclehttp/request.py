@@ -1,0 +1,193 @@
+"""The Request a handler receives: small, with everything costly built lazily.
+
+The protocol fills in raw bytes only (method, path, query string, header
+pairs, body). Decoding, the header mapping, the query mapping and the peer
+address are built the first time a handler asks for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from .errors import HTTPError
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Headers", "QueryParams", "Request"]
+
+_METHOD_NAMES = {
+    m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+}
+
+
+class _MultiMapping(Mapping[str, str]):
+    """A read-only mapping of str to str that keeps every value of a key.
+
+    ``m[key]`` and ``m.get(key)`` give the first value; ``m.getall(key)``
+    gives all of them in order.
+    """
+
+    __slots__ = ("_index", "_items")
+
+    _items: list[tuple[str, str]]
+    _index: dict[str, list[str]]
+
+    def _build(self, items: list[tuple[str, str]], fold: bool) -> None:
+        self._items = items
+        index: dict[str, list[str]] = {}
+        for key, value in items:
+            index.setdefault(key.lower() if fold else key, []).append(value)
+        self._index = index
+
+    def _key(self, key: str) -> str:
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[self._key(key)][0]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._key(key) in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def getall(self, key: str, default: list[str] | None = None) -> list[str]:
+        """Every value of ``key`` in the order received (``default`` or [] when absent)."""
+        values = self._index.get(self._key(key))
+        if values is None:
+            return [] if default is None else default
+        return list(values)
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """All (key, value) pairs in the order received, repeats included."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Headers(_MultiMapping):
+    """Request headers: case-insensitive, multi-value aware.
+
+    Names are compared case-insensitively and iterate lower-cased; values are
+    decoded as latin-1, the way HTTP defines header bytes.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._build([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw], fold=True)
+
+    def _key(self, key: str) -> str:
+        return key.lower()
+
+
+class QueryParams(_MultiMapping):
+    """The query string as a multi-value mapping (form-urlencoded rules: ``+`` is a space)."""
+
+    __slots__ = ()
+
+    def __init__(self, query_string: bytes | str) -> None:
+        if isinstance(query_string, bytes):
+            query_string = query_string.decode("latin-1")
+        self._build(parse_qsl(query_string, keep_blank_values=True), fold=False)
+
+
+class Request:
+    """One HTTP request, as a handler sees it.
+
+    ``method``, ``params`` and ``body`` are plain attributes; ``path``,
+    ``query``, ``headers`` and ``client`` are computed on first use.
+    """
+
+    __slots__ = (
+        "_client",
+        "_headers",
+        "_path",
+        "_query",
+        "_transport",
+        "body",
+        "http_version",
+        "method",
+        "params",
+        "query_string",
+        "raw_headers",
+        "raw_path",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        raw_path: bytes,
+        query_string: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        params: dict[str, Any] | None,
+        http_version: str,
+        transport: asyncio.BaseTransport | None,
+    ) -> None:
+        self.method: str = _METHOD_NAMES.get(method) or method.decode("ascii")
+        self.raw_path = raw_path
+        self.query_string = query_string
+        self.raw_headers = raw_headers
+        self.body = body
+        self.params: dict[str, Any] = params if params is not None else {}
+        self.http_version = http_version
+        self._transport = transport
+        self._path: str | None = None
+        self._query: QueryParams | None = None
+        self._headers: Headers | None = None
+        self._client: tuple[str, int] | bool | None = False
+
+    @property
+    def path(self) -> str:
+        """The request path, percent-decoded (UTF-8)."""
+        if self._path is None:
+            self._path = unquote(self.raw_path.decode("ascii", "replace"))
+        return self._path
+
+    @property
+    def query(self) -> QueryParams:
+        """The parsed query string; ``query.getall(name)`` for repeated keys."""
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers, case-insensitive; ``headers.getall(name)`` for repeats."""
+        if self._headers is None:
+            self._headers = Headers(self.raw_headers)
+        return self._headers
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The peer's (host, port), or None when the socket has no address (Unix sockets)."""
+        if self._client is False:
+            peer = self._transport.get_extra_info("peername") if self._transport else None
+            self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        return self._client  # type: ignore[return-value]
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The body decoded as text; 400 when it is not valid in ``encoding``."""
+        try:
+            return self.body.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise HTTPError(400, f"Request body is not valid {encoding}: {exc}") from None
+
+    def json(self) -> Any:
+        """The body parsed as JSON; invalid JSON answers 400 with the reason."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"Invalid JSON body: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.raw_path.decode('ascii', 'replace')}>"

@@ -1,0 +1,317 @@
+"""The index router: routes compiled once into tables of handler indexes.
+
+Every outcome of a lookup is a *target* in one list, ``Router.targets``:
+a static response (pre-rendered buffers), a handler, and also the 404 and the
+405 answers, which are static responses too. Route tables hold indexes into
+that list:
+
+* ``static``: raw path bytes -> ``PathEntry`` (one dict lookup, no decoding);
+* ``dynamic``: ``PathEntry`` objects with a compiled regex, tried in the order
+  they were declared, only when the static lookup misses;
+* ``PathEntry.methods``: method bytes -> target index; a method the path does
+  not know selects the entry's 405 target, which carries ``Allow``.
+
+HEAD selects the GET target unless a HEAD route is declared; the protocol
+drops the body.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from urllib.parse import quote, unquote
+
+from .errors import RouteError
+from .response import Response, StaticResponse, error_response
+
+if TYPE_CHECKING:
+    from .request import Request
+
+__all__ = [
+    "CONVERTERS",
+    "Handler",
+    "HandlerTarget",
+    "PathEntry",
+    "RouteSpec",
+    "Router",
+    "Target",
+    "compile_pattern",
+]
+
+Handler: TypeAlias = Callable[["Request"], Any] | Callable[["Request"], Awaitable[Any]]
+
+# name -> (regex over the raw, percent-encoded path, conversion of the decoded text)
+CONVERTERS: Final[dict[str, tuple[str, Callable[[str], Any]]]] = {
+    "str": (r"[^/]+", str),
+    "int": (r"[0-9]+", int),
+    "float": (r"[0-9]+(?:\.[0-9]+)?", float),
+    "uuid": (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
+    "path": (r".+", str),
+}
+
+# RFC 3986 pchar plus "/": what may stand unencoded in a path.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+_PARAM: Final = re.compile(r"\{([^{}]*)\}")
+_METHOD: Final = re.compile(r"^[A-Z][A-Z-]*$")
+
+
+def _encode_path(text: str) -> bytes:
+    return quote(text, safe=_PATH_SAFE).encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPattern:
+    """A path pattern: its regex (None for a static path), raw static path and params."""
+
+    pattern: str
+    raw: bytes
+    regex: re.Pattern[bytes] | None
+    converters: tuple[tuple[str, Callable[[str], Any]], ...]
+    signature: str  # the pattern with parameter names erased, to find duplicates
+
+
+def compile_pattern(path: str) -> CompiledPattern:
+    """Parse ``/users/{user_id:int}`` into a regex over raw path bytes.
+
+    Raises ``RouteError`` for a path without a leading slash, an unknown
+    converter, a bad or repeated parameter name, or stray braces.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise RouteError(f"route path {path!r} must be a str starting with '/'")
+    regex_parts: list[bytes] = []
+    signature_parts: list[str] = []
+    converters: list[tuple[str, Callable[[str], Any]]] = []
+    position = 0
+    for match in _PARAM.finditer(path):
+        literal = path[position : match.start()]
+        _check_literal(path, literal)
+        regex_parts.append(re.escape(_encode_path(literal)))
+        signature_parts.append(literal)
+        name, _, converter_name = match.group(1).partition(":")
+        converter_name = converter_name or "str"
+        if not name.isidentifier():
+            raise RouteError(f"route {path!r}: parameter name {name!r} is not an identifier")
+        if any(name == seen for seen, _ in converters):
+            raise RouteError(f"route {path!r}: parameter {name!r} appears twice")
+        if converter_name not in CONVERTERS:
+            known = ", ".join(CONVERTERS)
+            raise RouteError(
+                f"route {path!r}: unknown converter {converter_name!r} for {name!r}; use one of {known}"
+            )
+        regex, convert = CONVERTERS[converter_name]
+        regex_parts.append(b"(" + regex.encode("ascii") + b")")
+        signature_parts.append("{:" + converter_name + "}")
+        converters.append((name, convert))
+        position = match.end()
+    literal = path[position:]
+    _check_literal(path, literal)
+    if not converters:
+        return CompiledPattern(path, _encode_path(path), None, (), path)
+    regex_parts.append(re.escape(_encode_path(literal)))
+    signature_parts.append(literal)
+    return CompiledPattern(
+        path, b"", re.compile(b"".join(regex_parts)), tuple(converters), "".join(signature_parts)
+    )
+
+
+def _check_literal(path: str, literal: str) -> None:
+    if "{" in literal or "}" in literal:
+        raise RouteError(f"route {path!r}: unbalanced '{{' or '}}'")
+    if "?" in literal or "#" in literal:
+        raise RouteError(f"route {path!r}: a route path cannot contain '?' or '#'")
+
+
+def normalize_method(method: str) -> str:
+    if not isinstance(method, str) or not _METHOD.match(method.upper()):
+        raise RouteError(f"invalid HTTP method {method!r}; use e.g. 'GET' or 'POST'")
+    return method.upper()
+
+
+class HandlerTarget:
+    """A route served by calling user code with a ``Request``."""
+
+    __slots__ = ("handler", "is_async", "name")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        self.name = getattr(handler, "__qualname__", None) or repr(handler)
+
+    def __repr__(self) -> str:
+        kind = "async handler" if self.is_async else "handler"
+        return f"<{kind} {self.name}>"
+
+
+Target: TypeAlias = StaticResponse | HandlerTarget
+
+
+def make_target(target: object, where: str) -> Target:
+    """A route target from what the user declared: a Response, data, or a handler."""
+    if isinstance(target, Response):
+        return StaticResponse(target)
+    if isinstance(target, str):
+        return StaticResponse(Response.text(target))
+    if isinstance(target, (bytes, bytearray)):
+        return StaticResponse(Response(bytes(target), content_type="application/octet-stream"))
+    if isinstance(target, (dict, list)):
+        return StaticResponse(Response.json(target))
+    if callable(target):
+        _check_handler_signature(target, where)
+        return HandlerTarget(target)
+    raise RouteError(
+        f"{where}: target {target!r} is not a Response or a handler; give a Response to serve "
+        "it as is, or a function taking the Request"
+    )
+
+
+def _check_handler_signature(handler: Callable[..., Any], where: str) -> None:
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise RouteError(
+            f"{where}: handler {getattr(handler, '__qualname__', handler)!r} must accept exactly "
+            f"one positional argument, the Request (its signature is {signature})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One declared route: method, compiled path pattern and target."""
+
+    method: str
+    pattern: CompiledPattern
+    target: Target
+
+    @property
+    def path(self) -> str:
+        return self.pattern.pattern
+
+
+class PathEntry:
+    """All routes of one path pattern: method -> target index, and its 405."""
+
+    __slots__ = ("allow", "converters", "methods", "not_allowed", "pattern", "regex")
+
+    def __init__(self, pattern: CompiledPattern) -> None:
+        self.pattern = pattern.pattern
+        self.regex = pattern.regex
+        self.converters = pattern.converters
+        self.methods: dict[bytes, int] = {}
+        self.not_allowed = 0
+        self.allow = ""
+
+
+NOT_FOUND_INDEX: Final = 0
+
+
+class Router:
+    """The compiled route table; built once when the server starts."""
+
+    __slots__ = ("_combined_405", "dynamic", "not_found", "static", "targets")
+
+    def __init__(self, routes: Iterable[RouteSpec]) -> None:
+        self.not_found = StaticResponse(error_response(404))
+        self.targets: list[Target] = [self.not_found]
+        self.static: dict[bytes, PathEntry] = {}
+        self.dynamic: list[PathEntry] = []
+        self._combined_405: dict[str, int] = {}
+        entries: dict[str, PathEntry] = {}
+        for route in routes:
+            key = route.pattern.signature
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = PathEntry(route.pattern)
+                if route.pattern.regex is None:
+                    self.static[route.pattern.raw] = entry
+                else:
+                    self.dynamic.append(entry)
+            method = route.method.encode("ascii")
+            if method in entry.methods:
+                raise RouteError(f"duplicate route: {route.method} {route.path}")
+            entry.methods[method] = self._add(route.target)
+        for entry in entries.values():
+            if b"GET" in entry.methods and b"HEAD" not in entry.methods:
+                entry.methods[b"HEAD"] = entry.methods[b"GET"]
+            entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
+            entry.not_allowed = self._add(_method_not_allowed(entry.allow))
+
+    def _add(self, target: Target) -> int:
+        self.targets.append(target)
+        return len(self.targets) - 1
+
+    def lookup(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
+        """The target index for a request, and the path parameters of a dynamic route.
+
+        ``path`` is the raw (percent-encoded) path without the query string.
+        """
+        entry = self.static.get(path)
+        if entry is not None:
+            return entry.methods.get(method, entry.not_allowed), None
+        return self._lookup_dynamic(method, path)
+
+    def _lookup_dynamic(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
+        if b"%" in path:
+            decoded = _encode_path(unquote(path.decode("ascii", "replace")))
+            entry = self.static.get(decoded)
+            if entry is not None:
+                return entry.methods.get(method, entry.not_allowed), None
+        matched: list[PathEntry] = []
+        for entry in self.dynamic:
+            assert entry.regex is not None
+            match = entry.regex.fullmatch(path)
+            if match is None:
+                continue
+            params = _convert(entry, match.groups())
+            if params is None:
+                continue
+            index = entry.methods.get(method)
+            if index is not None:
+                return index, params
+            matched.append(entry)
+        if not matched:
+            return NOT_FOUND_INDEX, None
+        if len(matched) == 1:
+            return matched[0].not_allowed, None
+        return self._union_405(matched), None
+
+    def _union_405(self, entries: list[PathEntry]) -> int:
+        methods = sorted({m.decode("ascii") for e in entries for m in e.methods})
+        allow = ", ".join(methods)
+        index = self._combined_405.get(allow)
+        if index is None:
+            index = self._combined_405[allow] = self._add(_method_not_allowed(allow))
+        return index
+
+    def static_responses(self) -> list[StaticResponse]:
+        """Every pre-rendered response, for the once-a-second Date refresh."""
+        return [t for t in self.targets if isinstance(t, StaticResponse)]
+
+    def refresh(self) -> None:
+        """Re-render every static buffer with the current Date."""
+        for target in self.targets:
+            if isinstance(target, StaticResponse):
+                target.refresh()
+
+
+def _method_not_allowed(allow: str) -> StaticResponse:
+    return StaticResponse(error_response(405, headers=[("Allow", allow)]))
+
+
+def _convert(entry: PathEntry, groups: tuple[bytes, ...]) -> dict[str, Any] | None:
+    params: dict[str, Any] = {}
+    for (name, convert), raw in zip(entry.converters, groups, strict=True):
+        try:
+            params[name] = convert(unquote(raw.decode("ascii")))
+        except ValueError:
+            return None
+    return params

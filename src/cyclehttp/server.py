@@ -1,0 +1,195 @@
+"""Binding, the Date clock, signals and graceful shutdown.
+
+``Server`` runs one app on the running event loop: ``await server.start()``
+binds and serves, ``await server.shutdown()`` drains and closes. ``serve()``
+adds signal handling for a process that exists to serve (the CLI); test
+servers use ``start``/``shutdown`` and never touch signal handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import uvloop
+
+from .config import Config
+from .metrics import Stats
+from .protocol import HttpProtocol
+from .response import DATE
+from .routing import Router
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Server", "ServerState", "run"]
+
+logger = logging.getLogger("cyclehttp.error")
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    __slots__ = ("config", "connections", "draining", "loop", "router", "stats")
+
+    def __init__(self, router: Router, config: Config, stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
+        self.router = router
+        self.config = config
+        self.stats = stats
+        self.loop = loop
+        self.connections: set[HttpProtocol] = set()
+        self.draining = False
+
+
+class Server:
+    """One app served on one event loop."""
+
+    def __init__(self, app: App, config: Config | None = None) -> None:
+        self.app = app
+        self.config = config or Config()
+        self._state: ServerState | None = None
+        self._server: asyncio.Server | None = None
+        self._clock: asyncio.TimerHandle | None = None
+
+    @property
+    def state(self) -> ServerState:
+        if self._state is None:
+            raise RuntimeError("the server is not started; await server.start() first")
+        return self._state
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful after binding port 0)."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise RuntimeError("the server has no TCP socket")
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        sock: socket.socket | None = None,
+        backlog: int = 2048,
+    ) -> None:
+        """Compile the routes, bind and start accepting connections."""
+        loop = asyncio.get_running_loop()
+        router = self.app.compile()
+        state = ServerState(router, self.config, self.app.live_stats, loop)
+        self._state = state
+
+        def protocol_factory() -> HttpProtocol:
+            return HttpProtocol(state)
+
+        if sock is not None:
+            server = await loop.create_server(protocol_factory, sock=sock, backlog=backlog)
+        else:
+            server = await loop.create_server(
+                protocol_factory, host, port, backlog=backlog, reuse_address=True
+            )
+        self._server = server
+        DATE.refresh()
+        router.refresh()
+        self._schedule_tick(loop)
+
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Tick just after each wall-clock second so Date changes when the second does.
+        delay = 1.0 - (time.time() % 1.0) + 0.001
+        self._clock = loop.call_later(delay, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        DATE.refresh()
+        if self._state is not None:
+            self._state.router.refresh()
+        self._schedule_tick(loop)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting, let requests in flight finish, then close every connection.
+
+        Idle keep-alive connections close at once; busy ones get their
+        response with ``Connection: close``. After ``timeout`` seconds
+        (``Config.graceful_timeout`` by default) the rest are aborted.
+        """
+        if timeout is None:
+            timeout = self.config.graceful_timeout
+        if self._server is not None:
+            self._server.close()
+        state = self._state
+        if state is not None:
+            state.draining = True
+            for connection in list(state.connections):
+                connection.shutdown()
+            deadline = time.monotonic() + timeout
+            while state.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            for connection in list(state.connections):
+                connection._abort()
+            # Let the aborted transports call connection_lost.
+            for _ in range(3):
+                if not state.connections:
+                    break
+                await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    async def serve(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully (a second signal forces it)."""
+        loop = asyncio.get_running_loop()
+        await self.start(host, port, sock=sock)
+        stop = asyncio.Event()
+        signals_seen = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                logger.info("%s received, shutting down", signal.Signals(signum).name)
+                stop.set()
+            else:
+                logger.warning("second signal: closing every connection now")
+                for connection in list(self.state.connections):
+                    connection._abort()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        for sock_ in self.sockets:
+            logger.info("cyclehttp listening on %s", _describe(sock_))
+        try:
+            await stop.wait()
+            await self.shutdown()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        snapshot = self.app.stats
+        logger.info(
+            "stopped: %d connections, %d requests",
+            snapshot.connections_accepted,
+            snapshot.requests,
+        )
+
+
+def _describe(sock: socket.socket) -> str:
+    address: Any = sock.getsockname()
+    if sock.family == socket.AF_INET6:
+        return f"http://[{address[0]}]:{address[1]}"
+    if sock.family == socket.AF_INET:
+        return f"http://{address[0]}:{address[1]}"
+    return str(address)
+
+
+def run(app: App, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``app`` on uvloop until SIGINT/SIGTERM. ``options`` are ``Config`` fields."""
+    server = Server(app, Config.from_options(options))
+    uvloop.run(server.serve(host, port))
