@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "ServerState", "run"]
 
-logger = logging.getLogger("cyclehttp.error")
+logger = logging.getLogger("cyclehttp")
 
 
 class ServerState:
