@@ -52,7 +52,12 @@ class App:
         Raises ``RouteError`` for a bad path, converter or method, or a route
         declared twice.
         """
-        methods = [method] if isinstance(method, str) else list(method)
+        try:
+            methods = [method] if isinstance(method, str) else list(method)
+        except TypeError:
+            raise RouteError(
+                f"invalid HTTP method {method!r}; use e.g. 'GET' or 'POST', or a list of them"
+            ) from None
         if not methods:
             raise RouteError(f"route {path!r} has no methods")
         pattern = compile_pattern(path)
@@ -76,7 +81,7 @@ class App:
         """Decorator: ``@app.route("/items", methods=["GET", "POST"])``."""
 
         def decorator(handler: F) -> F:
-            self.add_route(list(methods), path, handler)
+            self.add_route(methods if isinstance(methods, str) else list(methods), path, handler)
             return handler
 
         return decorator

@@ -150,7 +150,12 @@ class Response:
         if _has_no_body(status) and body:
             raise ValueError(f"a {status} response cannot have a body")
         items = _header_items(headers)
-        if content_type is not None:
+        # A Content-Type among the headers wins over the default or the argument:
+        # one header, never two.
+        header_type = next((value for name, value in items if name.lower() == "content-type"), None)
+        if header_type is not None:
+            content_type = header_type
+        elif content_type is not None:
             items.insert(0, ("Content-Type", content_type))
         for name, value in items:
             _validate_header(name, value)

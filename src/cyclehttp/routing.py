@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import string
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -61,6 +62,23 @@ _METHOD: Final = re.compile(r"^[A-Z][A-Z-]*$")
 
 def _encode_path(text: str) -> bytes:
     return quote(text, safe=_PATH_SAFE).encode("ascii")
+
+
+_PERCENT: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+# Bytes a route literal holds unencoded ("/" excluded: %2F must stay in one segment).
+_LITERAL_SAFE: Final = frozenset(
+    (_PATH_SAFE.replace("/", "") + string.ascii_letters + string.digits).encode("ascii")
+)
+
+
+def _normalize_escape(match: re.Match[bytes]) -> bytes:
+    byte = int(match.group(1), 16)
+    return bytes((byte,)) if byte in _LITERAL_SAFE else b"%" + match.group(1).upper()
+
+
+def _normalize_path(path: bytes) -> bytes:
+    """Percent-escapes in the form ``_encode_path`` gives route literals (RFC 3986 6.2.2)."""
+    return _PERCENT.sub(_normalize_escape, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +283,7 @@ class Router:
             entry = self.static.get(decoded)
             if entry is not None:
                 return entry.methods.get(method, entry.not_allowed), None
+            path = _normalize_path(path)
         matched: list[PathEntry] = []
         for entry in self.dynamic:
             assert entry.regex is not None

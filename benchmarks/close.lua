@@ -1,0 +1,2 @@
+-- wrk script: one request per connection (Connection: close).
+wrk.headers["Connection"] = "close"
