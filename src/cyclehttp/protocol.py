@@ -87,6 +87,7 @@ class HttpProtocol(asyncio.Protocol):
         "_error",
         "_head",
         "_headers",
+        "_hosts",
         "_index",
         "_loop",
         "_max_queue",
@@ -140,6 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         self._params: dict[str, Any] | None = None
         self._mode = KEEP_ALIVE
         self._head = False
+        self._hosts = 0
 
     # -- connection ---------------------------------------------------------
 
@@ -179,6 +181,20 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._flush()
 
+    def eof_received(self) -> bool | None:
+        """The client sent FIN: answer what it already sent, then close.
+
+        A FIN ends what the client sends, not what it reads (RFC 9112 section
+        9.6), so requests in flight are still answered; with nothing in flight
+        the transport closes at once.
+        """
+        if self._busy is None and not self._queue:
+            self._state = CLOSING
+            return None
+        self._state = CLOSING
+        self._pause(_PAUSED_QUEUE)
+        return True
+
     def pause_writing(self) -> None:
         """The client is not reading: stop reading its requests until it does."""
         self._pause(_PAUSED_WRITE)
@@ -196,12 +212,15 @@ class HttpProtocol(asyncio.Protocol):
         self._state = HEAD
         self._url = b""
         self._headers = []
+        self._hosts = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(name) == 4 and name.lower() == b"host":
+            self._hosts += 1
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -211,6 +230,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._error = (400, "HTTP/0.9 requests are not supported")
             else:
                 self._error = (505, f"HTTP/{version} is not supported; use HTTP/1.1")
+            raise _Reject
+        if self._hosts != 1 and (self._hosts or version == "1.1"):
+            # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request
+            # without Host, and to any request with more than one.
+            self._error = (400, "missing Host header" if not self._hosts else "more than one Host header")
             raise _Reject
         method = parser.get_method()
         url = self._url
