@@ -117,14 +117,12 @@ class App:
 
     @property
     def stats(self) -> StatsSnapshot:
-        """A snapshot of the connection and request figures of this app's servers."""
+        """A snapshot of the figures of the server most recently started for this app."""
         return self._stats.snapshot()
 
     def reset_stats(self) -> None:
         """Zero the figures (for tests and benchmarks)."""
         self._stats.reset()
 
-    @property
-    def live_stats(self) -> Stats:
-        """The live counters the servers update (read them through ``stats``)."""
-        return self._stats
+    def _attach_stats(self, stats: Stats) -> None:
+        self._stats = stats

@@ -54,6 +54,7 @@ class Server:
         self._state: ServerState | None = None
         self._server: asyncio.Server | None = None
         self._clock: asyncio.TimerHandle | None = None
+        self.stats = Stats()
 
     @property
     def state(self) -> ServerState:
@@ -84,7 +85,8 @@ class Server:
         """Compile the routes, bind and start accepting connections."""
         loop = asyncio.get_running_loop()
         router = self.app.compile()
-        state = ServerState(router, self.config, self.app.live_stats, loop)
+        self.app._attach_stats(self.stats)
+        state = ServerState(router, self.config, self.stats, loop)
         self._state = state
 
         def protocol_factory() -> HttpProtocol:
@@ -172,7 +174,7 @@ class Server:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-        snapshot = self.app.stats
+        snapshot = self.stats.snapshot()
         logger.info(
             "stopped: %d connections, %d requests",
             snapshot.connections_accepted,

@@ -61,8 +61,8 @@ class TestServer:
 
     @property
     def stats(self) -> StatsSnapshot:
-        """The live figures of the app (connections, requests, timings)."""
-        return self.app.stats
+        """This server's figures (connections, requests, timings), live."""
+        return self.server.stats.snapshot()
 
     async def raw(self, timeout: float = 5.0) -> RawConnection:
         """A new raw connection to this server (close it, or use ``async with``)."""
@@ -81,14 +81,14 @@ def _as_app(app: object) -> App:
     raise TypeError(f"cyclehttp_server needs an App or a list of routes, got {type(app).__name__}")
 
 
-async def start_test_server(app: App | list[Any], **options: Any) -> TestServer:
-    """Start ``app`` on 127.0.0.1, port 0, on the running loop (the fixture's engine)."""
+async def start_test_server(app: App | list[Any], *, port: int = 0, **options: Any) -> TestServer:
+    """Start ``app`` on 127.0.0.1 (port 0: the OS picks) on the running loop."""
     built = _as_app(app)
     server = Server(built, Config.from_options(options))
     try:
-        await asyncio.wait_for(server.start("127.0.0.1", 0), START_TIMEOUT)
+        await asyncio.wait_for(server.start("127.0.0.1", port), START_TIMEOUT)
     except OSError as exc:
-        raise RuntimeError(f"cyclehttp test server could not bind 127.0.0.1 port 0: {exc}") from exc
+        raise RuntimeError(f"cyclehttp test server could not listen on 127.0.0.1:{port}: {exc}") from exc
     return TestServer(built, server)
 
 
@@ -97,8 +97,8 @@ async def cyclehttp_server() -> AsyncIterator[Callable[..., Awaitable[TestServer
     """Factory fixture: ``await cyclehttp_server(app, **options)`` -> ``TestServer``."""
     started: list[TestServer] = []
 
-    async def start(app: App | list[Any], **options: Any) -> TestServer:
-        server = await start_test_server(app, **options)
+    async def start(app: App | list[Any], *, port: int = 0, **options: Any) -> TestServer:
+        server = await start_test_server(app, port=port, **options)
         started.append(server)
         return server
 
@@ -107,6 +107,9 @@ async def cyclehttp_server() -> AsyncIterator[Callable[..., Awaitable[TestServer
     finally:
         for server in reversed(started):
             await server.close()
+        leaked = [s for s in started if s.server.state.connections]
+        if leaked:
+            pytest.fail(f"cyclehttp test server left connections open at teardown: {leaked}")
 
 
 @pytest.fixture
