@@ -13,15 +13,28 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import fields
 
 from . import __version__
 from .app import App
-from .config import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_PIPELINED_REQUESTS, Config
+from .config import DEFAULTS, Config
 from .errors import RouteError
 
 __all__ = ["TargetError", "build_parser", "load_app", "main"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+OPTION_HELP = {
+    "max_pipelined_requests": "requests queued per connection before reading pauses",
+    "graceful_timeout": "seconds a shutdown waits for requests in flight",
+    "max_header_size": "bytes of request line and headers, beyond: 431",
+    "max_url_length": "bytes of request target, beyond: 414",
+    "max_body_size": "bytes of request body, beyond: 413",
+    "header_timeout": "seconds from a request's first byte to its last header, beyond: 408",
+    "body_timeout": "longest silence inside a request body, beyond: 408",
+    "keep_alive_timeout": "seconds an idle connection is kept open",
+    "max_connections": "open connections, beyond: 503 and close",
+}
 
 
 class TargetError(Exception):
@@ -129,18 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--factory", action="store_true", help="call module:attr to get the App")
     parser.add_argument("--app-dir", default=".", help="directory added to sys.path first (default: .)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default: info)")
-    parser.add_argument(
-        "--max-pipelined-requests",
-        type=_positive_int,
-        default=DEFAULT_MAX_PIPELINED_REQUESTS,
-        help=f"requests queued per connection before reading pauses ({DEFAULT_MAX_PIPELINED_REQUESTS})",
-    )
-    parser.add_argument(
-        "--graceful-timeout",
-        type=_seconds,
-        default=DEFAULT_GRACEFUL_TIMEOUT,
-        help=f"seconds a shutdown waits for requests in flight (default: {DEFAULT_GRACEFUL_TIMEOUT:g})",
-    )
+    limits = parser.add_argument_group("limits and timeouts")
+    for field in fields(Config):
+        default = getattr(DEFAULTS, field.name)
+        is_seconds = isinstance(default, float)
+        limits.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=_seconds if is_seconds else _positive_int,
+            default=default,
+            metavar="SECONDS" if is_seconds else "N",
+            help=f"{OPTION_HELP[field.name]} (default: {default:g})"
+            if is_seconds
+            else f"{OPTION_HELP[field.name]} (default: {default})",
+        )
     parser.add_argument("--version", action="version", version=f"cyclehttp {__version__}")
     return parser
 
@@ -158,10 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TargetError as exc:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
-    config = Config(
-        max_pipelined_requests=args.max_pipelined_requests,
-        graceful_timeout=args.graceful_timeout,
-    )
+    try:
+        config = Config(**{field.name: getattr(args, field.name) for field in fields(Config)})
+    except ValueError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
     import uvloop
 
     from .server import Server

@@ -5,7 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-__all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "DEFAULT_MAX_PIPELINED_REQUESTS", "Config"]
+__all__ = ["DEFAULTS", "Config"]
+
+# h11's DEFAULT_MAX_INCOMPLETE_EVENT_SIZE is 16 KiB (its comment: node 80 KiB,
+# tomcat 8 KiB, IIS 16 KiB); nginx's large_client_header_buffers is 4 x 8 KiB.
+DEFAULT_MAX_HEADER_SIZE: Final = 16 * 1024
+
+# nginx answers 414 when the request line outgrows one 8 KiB header buffer.
+DEFAULT_MAX_URL_LENGTH: Final = 8 * 1024
+
+# nginx's client_max_body_size and aiohttp's client_max_size are both 1 MiB.
+DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
+
+# A whole request head must arrive within this many seconds of its first byte
+# (slowloris: uvicorn resets its timer on every byte, so one byte a second
+# holds a connection forever). Also bounds a new connection that sends nothing.
+DEFAULT_HEADER_TIMEOUT: Final = 10.0
+
+# Longest silence while a request body arrives (nginx client_body_timeout is 60 s).
+DEFAULT_BODY_TIMEOUT: Final = 30.0
+
+# Idle keep-alive connections close after this. It must outlast the idle timeout
+# of a proxy in front (nginx upstream keepalive_timeout and AWS ALB are 60 s),
+# or the proxy reuses a connection the server is closing and answers 502
+# (sanic #2531, which raised sanic's default from 5 s to 120 s).
+DEFAULT_KEEP_ALIVE_TIMEOUT: Final = 75.0
+
+# Connections beyond this are answered 503 and closed at once (uvicorn's
+# --limit-concurrency does the same). Each open connection costs a file
+# descriptor: keep it below `ulimit -n`.
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
 
 # aiohttp bounds its pipelined-request queue at 32 and resumes at half
 # (PR #12830, after years of issue #1368); the same numbers serve here.
@@ -26,18 +55,42 @@ class Config:
     client until half of them are answered.
     ``graceful_timeout``: seconds a shutdown waits for requests in flight
     before closing their connections.
+    ``max_header_size`` (431), ``max_url_length`` (414), ``max_body_size``
+    (413): bytes; the request is refused with that status and the
+    connection closed. ``header_timeout``: seconds from a request's first
+    byte to the end of its headers (408). ``body_timeout``: longest silence
+    inside a body (408). ``keep_alive_timeout``: seconds an idle connection
+    is kept. ``max_connections``: open connections; more are answered 503.
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    max_url_length: int = DEFAULT_MAX_URL_LENGTH
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_pipelined_requests, int) or self.max_pipelined_requests < 1:
-            raise ValueError(
-                f"max_pipelined_requests must be an int >= 1, got {self.max_pipelined_requests!r}"
-            )
-        if not isinstance(self.graceful_timeout, (int, float)) or self.graceful_timeout < 0:
-            raise ValueError(f"graceful_timeout must be seconds >= 0, got {self.graceful_timeout!r}")
+        for name in (
+            "max_pipelined_requests",
+            "max_header_size",
+            "max_url_length",
+            "max_body_size",
+            "max_connections",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("graceful_timeout", "header_timeout", "body_timeout", "keep_alive_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be seconds >= 0, got {value!r}")
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Config:
@@ -49,3 +102,6 @@ class Config:
                 f"unknown server option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**options)
+
+
+DEFAULTS: Final = Config()

@@ -68,6 +68,12 @@ _PAUSED_QUEUE: Final = 2
 
 _SLASH: Final = ord("/")
 
+# After an error answer the server shuts its write side and reads (and drops)
+# what the client still sends, for at most this long, before closing: closing
+# with unread input makes the kernel send RST, which can destroy the answer
+# in the client's buffers before it is read (nginx's lingering_close).
+LINGER_SECONDS: Final = 2.0
+
 
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing; ``_error`` says why."""
@@ -81,26 +87,35 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_bytes",
         "_busy",
         "_close_after_flush",
         "_draining",
         "_error",
+        "_fresh",
         "_head",
+        "_head_bytes",
         "_headers",
         "_hosts",
         "_index",
+        "_linger",
         "_loop",
+        "_max_body",
+        "_max_header",
         "_max_queue",
+        "_max_url",
         "_method",
         "_mode",
         "_out",
         "_params",
         "_parser",
+        "_partial",
         "_path",
         "_paused",
         "_query",
         "_queue",
         "_server",
+        "_since",
         "_started_ns",
         "_state",
         "_static",
@@ -117,7 +132,11 @@ class HttpProtocol(asyncio.Protocol):
         self._static = server.router.static
         self._targets = server.router.targets
         self._stats = server.stats
-        self._max_queue = server.config.max_pipelined_requests
+        config = server.config
+        self._max_queue = config.max_pipelined_requests
+        self._max_header = config.max_header_size
+        self._max_url = config.max_url_length
+        self._max_body = config.max_body_size
         self._state = IDLE
         self._transport: asyncio.Transport | None = None
         self._parser = HttpRequestParser(self)
@@ -142,15 +161,28 @@ class HttpProtocol(asyncio.Protocol):
         self._mode = KEEP_ALIVE
         self._head = False
         self._hosts = 0
+        self._head_bytes = 0
+        self._partial = 0
+        self._body_bytes = 0
+        self._since = server.now
+        self._fresh = True
+        self._linger = False
 
     # -- connection ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._started_ns = monotonic_ns()
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
-        self._server.connections.add(self)
+        server = self._server
         self._stats.connections_accepted += 1
-        if self._server.draining:
+        if len(server.connections) >= server.config.max_connections:
+            self._state = CLOSING
+            transport.write(error_response(503, "Too many connections").render(CLOSE, False))  # type: ignore[attr-defined]
+            transport.close()
+            return
+        server.connections.add(self)
+        self._since = server.now
+        if server.draining:
             self._draining = True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -165,10 +197,16 @@ class HttpProtocol(asyncio.Protocol):
             self._busy = None
 
     def data_received(self, data: bytes) -> None:
-        if self._state == CLOSING:
+        state = self._state
+        if state == CLOSING:
             return
+        if state == HEAD:
+            self._partial += len(data)
         try:
             self._parser.feed_data(data)
+            if self._state == HEAD and self._head_bytes + self._partial > self._max_header:
+                # One header line (or the request line) still incomplete and too long.
+                self._fail(431, f"request headers are larger than {self._max_header} bytes")
         except HttpParserUpgrade:
             # The request was complete and is answered; llhttp cannot go on
             # after an Upgrade/CONNECT, and there is nothing to upgrade to.
@@ -210,17 +248,41 @@ class HttpProtocol(asyncio.Protocol):
         if self._state == CLOSING:
             raise _Reject
         self._state = HEAD
+        self._fresh = False
+        self._since = self._server.now
         self._url = b""
         self._headers = []
         self._hosts = 0
+        self._head_bytes = 0
+        self._partial = 0
+        self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._partial = 0
+        if len(self._url) > self._max_url:
+            self._error = (414, f"the request target is longer than {self._max_url} bytes")
+            raise _Reject
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        if len(name) == 4 and name.lower() == b"host":
-            self._hosts += 1
+        self._partial = 0
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_header:
+            self._error = (431, f"request headers are larger than {self._max_header} bytes")
+            raise _Reject
+        size = len(name)
+        if size == 4:
+            if name.lower() == b"host":
+                self._hosts += 1
+        elif (
+            size == 14
+            and name.lower() == b"content-length"
+            and value.isdigit()
+            and int(value) > self._max_body
+        ):
+            self._error = (413, f"the request body is larger than {self._max_body} bytes")
+            raise _Reject
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -259,6 +321,7 @@ class HttpProtocol(asyncio.Protocol):
         self._method = method
         self._head = method == b"HEAD"
         self._state = BODY
+        self._since = self._server.now
         if self._targets[self._index].__class__ is HandlerTarget:
             self._path = path
             self._query = query
@@ -279,11 +342,17 @@ class HttpProtocol(asyncio.Protocol):
         return parsed.path or b"/", parsed.query or b""
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_body:
+            self._error = (413, f"the request body is larger than {self._max_body} bytes")
+            raise _Reject
+        self._since = self._server.now
         if self._body is not None:
             self._body.append(body)
 
     def on_message_complete(self) -> None:
         mode = self._mode
+        self._since = self._server.now
         if mode == CLOSE:
             self._state = CLOSING
             self._pause(_PAUSED_QUEUE)
@@ -351,6 +420,7 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = None
         if self._transport is None:
             return
+        self._since = self._server.now
         self._out.append(data)
         self._sent(mode)
         self._drain_queue()
@@ -391,7 +461,14 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self._close_after_flush:
-            transport.close()
+            self._close_after_flush = False
+            if self._linger and transport.can_write_eof():
+                transport.write_eof()
+                self._since = self._server.now
+                self._paused = 0
+                transport.resume_reading()
+            else:
+                transport.close()
 
     # -- errors and shutdown ------------------------------------------------
 
@@ -399,7 +476,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._state == CLOSING and self._error is None:
             return  # parsing stopped on purpose after a final request
         status, detail = self._error or (400, f"Invalid HTTP request: {exc}")
+        self._fail(status, detail)
+
+    def _fail(self, status: int, detail: str) -> None:
+        """Answer ``status`` after the requests already read, then close."""
         error_log.debug("rejecting request with %d: %s", status, detail)
+        self._linger = True
         data = error_response(status, detail).render(CLOSE, False)
         self._state = CLOSING
         self._pause(_PAUSED_QUEUE)
@@ -418,6 +500,27 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def check_timeouts(self, now: float) -> None:
+        """Called about once a second by the server: enforce the read timeouts."""
+        state = self._state
+        config = self._server.config
+        if state == HEAD:
+            if now - self._since > config.header_timeout:
+                self._fail(408, f"request headers not received within {config.header_timeout:g} s")
+                self._flush()
+        elif state == BODY:
+            if now - self._since > config.body_timeout:
+                self._fail(408, f"request body stalled for {config.body_timeout:g} s")
+                self._flush()
+        elif state == CLOSING:
+            if self._linger and now - self._since > LINGER_SECONDS and self._transport is not None:
+                self._transport.close()
+        elif state == IDLE and self._busy is None and not self._queue and not self._out:
+            limit = config.header_timeout if self._fresh else config.keep_alive_timeout
+            if now - self._since > limit and self._transport is not None:
+                self._state = CLOSING
+                self._transport.close()
+
     def is_idle(self) -> bool:
         """True between requests: nothing half-read, running or unsent."""
         return self._state == IDLE and self._busy is None and not self._queue and not self._out
@@ -427,7 +530,7 @@ class HttpProtocol(asyncio.Protocol):
         self._draining = True
         if self._transport is None:
             return
-        if self.is_idle():
+        if self.is_idle() or (self._linger and self._state == CLOSING and not self._close_after_flush):
             self._state = CLOSING
             self._transport.close()
 

@@ -34,7 +34,7 @@ logger = logging.getLogger("cyclehttp")
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("config", "connections", "draining", "loop", "router", "stats")
+    __slots__ = ("config", "connections", "draining", "loop", "now", "router", "stats")
 
     def __init__(self, router: Router, config: Config, stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
         self.router = router
@@ -43,6 +43,7 @@ class ServerState:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.draining = False
+        self.now = loop.time()  # refreshed every tick: the coarse clock of the timeouts
 
 
 class Server:
@@ -110,8 +111,16 @@ class Server:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         DATE.refresh()
-        if self._state is not None:
-            self._state.router.refresh()
+        state = self._state
+        if state is not None:
+            state.router.refresh()
+            state.now = now = loop.time()
+            for connection in list(state.connections):
+                try:
+                    connection.check_timeouts(now)
+                except Exception:
+                    logger.exception("internal error while checking a connection's timeouts")
+                    connection._abort()
         self._schedule_tick(loop)
 
     async def shutdown(self, timeout: float | None = None) -> None:

@@ -58,6 +58,7 @@ class TestServer:
         self.host = "127.0.0.1"
         self.port = server.port
         self.url = f"http://{self.host}:{self.port}"
+        self._raw: list[RawConnection] = []
 
     @property
     def stats(self) -> StatsSnapshot:
@@ -65,12 +66,16 @@ class TestServer:
         return self.server.stats.snapshot()
 
     async def raw(self, timeout: float = 5.0) -> RawConnection:
-        """A new raw connection to this server (close it, or use ``async with``)."""
-        return await RawConnection.open(self.host, self.port, timeout=timeout)
+        """A new raw connection to this server (``async with`` it; ``close()`` closes it too)."""
+        connection = await RawConnection.open(self.host, self.port, timeout=timeout)
+        self._raw.append(connection)
+        return connection
 
     async def close(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Drain requests in flight and close every connection."""
+        """Drain requests in flight, close every connection, and the raw ones opened here."""
         await self.server.shutdown(timeout)
+        for connection in self._raw:
+            await connection.close()
 
 
 def _as_app(app: object) -> App:
@@ -116,8 +121,8 @@ async def cyclehttp_server() -> AsyncIterator[Callable[..., Awaitable[TestServer
 def cyclehttp_app() -> App:
     """The app ``cyclehttp_client`` serves: override this fixture to name yours."""
     raise pytest.UsageError(
-        "cyclehttp_client needs your app: define a fixture named cyclehttp_app that returns it, "
-        "e.g.\n\n@pytest.fixture\ndef cyclehttp_app():\n    return app\n"
+        "cyclehttp_client and cyclehttp_raw need your app: define a fixture named cyclehttp_app "
+        "that returns it, e.g.\n\n@pytest.fixture\ndef cyclehttp_app():\n    return app\n"
     )
 
 

@@ -1,0 +1,174 @@
+"""Limits and timeouts over real sockets: each refuses with its status, closes, and the server goes on."""
+
+import asyncio
+import contextlib
+
+import pytest
+
+from cyclehttp import App, Request, Response
+from cyclehttp.rawhttp import RawConnection, RawResponse
+from cyclehttp.testing import TestServer
+
+
+def echo(request: Request) -> bytes:
+    return request.body
+
+
+ROUTES = [("GET", "/", Response.text("Hello, World!")), ("POST", "/echo", echo)]
+GET_ROOT = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+async def refused(connection: RawConnection, status: int) -> RawResponse:
+    response = await connection.read_response()
+    assert response.status == status
+    assert response.header("connection") == "close"
+    assert await connection.is_closed_by_peer(timeout=5)
+    return response
+
+
+async def still_serving(server: TestServer) -> None:
+    async with await server.raw() as connection:
+        await connection.send(GET_ROOT)
+        assert (await connection.read_response()).body == b"Hello, World!"
+
+
+async def test_headers_over_the_limit_are_431(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_header_size=1024)
+    async with await server.raw() as connection:
+        await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Pad: " + b"a" * 2000 + b"\r\n\r\n")
+        response = await refused(connection, 431)
+        assert b"1024" in response.body
+    await still_serving(server)
+
+
+async def test_many_small_headers_over_the_limit_are_431(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_header_size=1024)
+    async with await server.raw() as connection:
+        await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-A: b\r\n" * 200 + b"\r\n")
+        await refused(connection, 431)
+
+
+async def test_an_endless_header_line_is_431_before_it_ends(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_header_size=1024)
+    async with await server.raw() as connection:
+        await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+        with contextlib.suppress(ConnectionError):  # the server may close while we still send
+            for _ in range(10):
+                await connection.send(b"a" * 512)  # never a CRLF
+        await refused(connection, 431)
+    await still_serving(server)
+
+
+async def test_headers_at_the_limit_are_served(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_header_size=1024)
+    async with await server.raw() as connection:
+        await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * 900 + b"\r\n\r\n")
+        assert (await connection.read_response()).status == 200
+
+
+async def test_long_request_target_is_414(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_url_length=256)
+    async with await server.raw() as connection:
+        await connection.send(b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        await refused(connection, 414)
+    await still_serving(server)
+
+
+async def test_declared_body_over_the_limit_is_413_before_it_is_read(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_body_size=1000)
+    async with await server.raw() as connection:
+        # Only the head is sent: the answer cannot wait for the body.
+        await connection.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
+        await refused(connection, 413)
+    await still_serving(server)
+
+
+async def test_chunked_body_over_the_limit_is_413(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_body_size=1000)
+    async with await server.raw() as connection:
+        await connection.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):
+            await connection.send(b"200\r\n" + b"x" * 512 + b"\r\n")
+        await refused(connection, 413)
+    await still_serving(server)
+
+
+async def test_body_at_the_limit_is_served(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_body_size=1000)
+    async with await server.raw() as connection:
+        await connection.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"y" * 1000)
+        assert (await connection.read_response()).body == b"y" * 1000
+
+
+async def test_slowloris_headers_are_408_after_the_header_timeout(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), header_timeout=0.5)
+    async with await server.raw(timeout=5) as connection:
+        await connection.send(b"GET / HTTP/1.1\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(12):  # a byte now and then: the timer runs from the first byte, not the last
+                await asyncio.sleep(0.25)
+                await connection.send(b"X")
+        response = await refused(connection, 408)
+        assert b"headers" in response.body
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), header_timeout=0.5)
+    async with await server.raw() as connection:
+        assert await connection.is_closed_by_peer(timeout=5)
+
+
+async def test_stalled_body_is_408_after_the_body_timeout(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), body_timeout=0.5)
+    async with await server.raw() as connection:
+        await connection.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        await refused(connection, 408)
+
+
+async def test_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), keep_alive_timeout=0.5)
+    async with await server.raw() as connection:
+        await connection.send(GET_ROOT)
+        assert (await connection.read_response()).status == 200
+        assert await connection.is_closed_by_peer(timeout=5)
+
+
+async def test_connections_over_the_limit_get_503_and_the_others_are_served(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES), max_connections=2)
+    first, second = await server.raw(), await server.raw()
+    try:
+        await first.send(GET_ROOT)
+        assert (await first.read_response()).status == 200  # both accepted by now
+        await second.send(GET_ROOT)
+        assert (await second.read_response()).status == 200
+        async with await server.raw() as third:
+            response = await third.read_response()
+            assert response.status == 503
+            assert await third.is_closed_by_peer()
+        await first.send(GET_ROOT)
+        assert (await first.read_response()).status == 200
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_many_stalled_connections_do_not_delay_a_fresh_request(cyclehttp_server) -> None:
+    server = await cyclehttp_server(App(ROUTES))
+    stalled = []
+    try:
+        for _ in range(200):
+            connection = await server.raw()
+            await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half: ")
+            stalled.append(connection)
+        await asyncio.wait_for(still_serving(server), timeout=5)
+    finally:
+        await asyncio.gather(*(c.close() for c in stalled))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_header_size", 0), ("max_body_size", -1), ("header_timeout", 0), ("keep_alive_timeout", "x")],
+)
+async def test_bad_limit_is_a_clear_error(cyclehttp_server, option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        await cyclehttp_server(App(ROUTES), **{option: value})
