@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import resource
 
 import pytest
 
@@ -152,15 +153,20 @@ async def test_connections_over_the_limit_get_503_and_the_others_are_served(cycl
         await second.close()
 
 
+# Each stalled connection holds two descriptors in this process (client and server side).
+STALLED = min(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100) // 2)
+
+
 async def test_many_stalled_connections_do_not_delay_a_fresh_request(cyclehttp_server) -> None:
     server = await cyclehttp_server(App(ROUTES))
     stalled = []
     try:
-        for _ in range(200):
+        for _ in range(STALLED):
             connection = await server.raw()
             await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half: ")
             stalled.append(connection)
         await asyncio.wait_for(still_serving(server), timeout=5)
+        assert server.stats.connections_open == STALLED
     finally:
         await asyncio.gather(*(c.close() for c in stalled))
 

@@ -36,7 +36,13 @@ from collections import deque
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any, Final
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+    parse_url,
+)
 
 from .errors import HTTPError
 from .request import Request
@@ -74,6 +80,20 @@ _SLASH: Final = ord("/")
 # in the client's buffers before it is read (nginx's lingering_close).
 LINGER_SECONDS: Final = 2.0
 
+# Answers produced in one go are written as soon as they reach this size, so a
+# transport over its high-water mark calls pause_writing before the next request
+# runs: one read full of pipelined requests cannot render all their answers at once.
+FLUSH_BYTES: Final = 64 * 1024
+
+
+# llhttp's own (strict) Transfer-Encoding errors: codings it rejects while it
+# reads the value (``chunked, gzip``, a second header) never reach on_header.
+# Any other wording (a future llhttp) still refuses, with 400 instead of 501.
+_TRANSFER_CODING_ERRORS: Final = (
+    "Invalid `Transfer-Encoding` header value",
+    "Request has invalid `Transfer-Encoding`",
+)
+
 
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing; ``_error`` says why."""
@@ -107,6 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         "_method",
         "_mode",
         "_out",
+        "_out_size",
         "_params",
         "_parser",
         "_partial",
@@ -142,6 +163,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._out: list[bytes] = []
+        self._out_size = 0
         self._queue: deque[tuple[Any, Request | None, int, bool]] = deque()
         self._busy: asyncio.Task[None] | None = None
         self._paused = 0
@@ -182,8 +204,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         server.connections.add(self)
         self._since = server.now
-        if server.draining:
+        if server.draining:  # accepted just before the listener closed
             self._draining = True
+            self._state = CLOSING
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stats.connection_closed(monotonic_ns() - self._started_ns)
@@ -192,6 +216,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = None
         self._queue.clear()
         self._out.clear()
+        self._out_size = 0
         if self._busy is not None:
             self._busy.cancel()
             self._busy = None
@@ -212,6 +237,18 @@ class HttpProtocol(asyncio.Protocol):
             # after an Upgrade/CONNECT, and there is nothing to upgrade to.
             self._stop_reading()
         except HttpParserError as exc:
+            cause = exc.__context__
+            if (
+                isinstance(exc, HttpParserCallbackError)
+                and cause is not None
+                and not isinstance(cause, _Reject)
+            ):
+                # A parser callback (this module) raised: a bug, not the client's fault.
+                error_log.error(
+                    "internal error while parsing a request; closing the connection", exc_info=cause
+                )
+                self._abort()
+                return
             self._parse_failed(exc)
         except Exception:  # a bug in this module: lose the connection, not the server
             error_log.exception("internal error while parsing a request; closing the connection")
@@ -283,6 +320,25 @@ class HttpProtocol(asyncio.Protocol):
         ):
             self._error = (413, f"the request body is larger than {self._max_body} bytes")
             raise _Reject
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self._check_transfer_encoding(value)
+
+    def _check_transfer_encoding(self, value: bytes) -> None:
+        """Only one ``Transfer-Encoding: chunked`` is accepted (RFC 9112 sections 6.1, 7).
+
+        Stricter than llhttp (which takes ``gzip, chunked`` as chunked) and applied
+        on top of it: llhttp stays strict, so what either one refuses is refused.
+        """
+        if self._parser.get_http_version() == "1.0":
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            self._error = (400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        elif value.strip(b" \t").lower() != b"chunked":
+            self._error = (501, "only Transfer-Encoding: chunked is supported")
+        elif sum(len(n) == 17 and n.lower() == b"transfer-encoding" for n, _ in self._headers) > 1:
+            self._error = (501, "only one Transfer-Encoding: chunked is supported")
+        else:
+            return
+        raise _Reject
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -385,13 +441,16 @@ class HttpProtocol(asyncio.Protocol):
         if target.__class__ is StaticResponse:
             if self._draining:
                 mode = CLOSE
-            self._out.append(target.head_buffers[mode] if head else target.buffers[mode])
+            data = target.head_buffers[mode] if head else target.buffers[mode]
+            self._out.append(data)
+            size = len(data)
             if target.split and not head:
                 self._out.append(target.body)
-            self._sent(mode)
+                size += len(target.body)
+            self._sent(mode, size)
         elif target.__class__ is bytes:  # a pre-rendered error that ends the connection
             self._out.append(target)
-            self._sent(CLOSE)
+            self._sent(CLOSE, len(target))
         else:
             assert request is not None
             self._call(target, request, mode, head)
@@ -409,7 +468,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             data = self._handler_failed(exc, target, request, mode, head)
         self._out.append(data)
-        self._sent(mode)
+        self._sent(mode, len(data))
 
     async def _call_async(self, awaitable: Any, target: HandlerTarget, mode: int, head: bool) -> None:
         try:
@@ -422,7 +481,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._since = self._server.now
         self._out.append(data)
-        self._sent(mode)
+        self._sent(mode, len(data))
         self._drain_queue()
         self._flush()
 
@@ -436,11 +495,14 @@ class HttpProtocol(asyncio.Protocol):
         error_log.error("handler %s failed", target.name, exc_info=exc)
         return _INTERNAL_ERROR.render(mode, head)
 
-    def _sent(self, mode: int) -> None:
+    def _sent(self, mode: int, size: int) -> None:
         self._stats.requests += 1
+        self._out_size += size
         if mode == CLOSE or self._draining:
             self._close_after_flush = True
             self._queue.clear()
+        elif self._out_size >= FLUSH_BYTES:
+            self._flush()  # may call pause_writing: the requests after this one queue
 
     def _drain_queue(self) -> None:
         queue = self._queue
@@ -460,6 +522,7 @@ class HttpProtocol(asyncio.Protocol):
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
+            self._out_size = 0
         if self._close_after_flush:
             self._close_after_flush = False
             if self._linger and transport.can_write_eof():
@@ -475,7 +538,12 @@ class HttpProtocol(asyncio.Protocol):
     def _parse_failed(self, exc: HttpParserError) -> None:
         if self._state == CLOSING and self._error is None:
             return  # parsing stopped on purpose after a final request
-        status, detail = self._error or (400, f"Invalid HTTP request: {exc}")
+        if self._error is not None:
+            status, detail = self._error
+        elif any(text in str(exc) for text in _TRANSFER_CODING_ERRORS):
+            status, detail = 501, "only Transfer-Encoding: chunked is supported"
+        else:
+            status, detail = 400, f"Invalid HTTP request: {exc}"
         self._fail(status, detail)
 
     def _fail(self, status: int, detail: str) -> None:
@@ -530,7 +598,13 @@ class HttpProtocol(asyncio.Protocol):
         self._draining = True
         if self._transport is None:
             return
-        if self.is_idle() or (self._linger and self._state == CLOSING and not self._close_after_flush):
+        if self.is_idle() or (
+            self._linger
+            and self._state == CLOSING
+            and not self._close_after_flush
+            and self._busy is None
+            and not self._queue
+        ):
             self._state = CLOSING
             self._transport.close()
 
