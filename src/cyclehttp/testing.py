@@ -163,6 +163,21 @@ async def cyclehttp_raw(
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Default pytest-asyncio's fixture loop scope to "function" when the user set none.
+
+    The cyclehttp fixtures are function-scoped; without a setting, pytest-asyncio
+    warns on every run, which fails a user's warning-clean (``-W error``) suite.
+    """
+    name = "asyncio_default_fixture_loop_scope"
+    try:
+        if not config.getini(name):
+            config._inicache[name] = "function"
+    except (ValueError, AttributeError):  # pytest-asyncio absent, or pytest internals changed
+        pass
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """Mark ``async def`` tests that ask for a cyclehttp fixture for pytest-asyncio.
 
