@@ -105,11 +105,20 @@ async def test_slowloris_headers_are_408_after_the_header_timeout(cyclehttp_serv
     server = await cyclehttp_server(App(ROUTES), header_timeout=0.5)
     async with await server.raw(timeout=5) as connection:
         await connection.send(b"GET / HTTP/1.1\r\n")
-        with contextlib.suppress(ConnectionError):
-            for _ in range(12):  # a byte now and then: the timer runs from the first byte, not the last
-                await asyncio.sleep(0.25)
-                await connection.send(b"X")
-        response = await refused(connection, 408)
+
+        async def drip() -> None:  # a byte now and then: the timer runs from the first byte, not the last
+            with contextlib.suppress(ConnectionError):
+                for _ in range(40):
+                    await asyncio.sleep(0.25)
+                    await connection.send(b"X")
+
+        dripping = asyncio.create_task(drip())
+        try:
+            response = await refused(connection, 408)
+        finally:
+            dripping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dripping
         assert b"headers" in response.body
 
 
