@@ -324,3 +324,13 @@ def test_http_error_status_outside_range(status: object) -> None:
 def test_module_exports() -> None:
     for name in response_module.__all__:
         assert hasattr(response_module, name)
+
+
+def test_header_value_outside_latin1_is_a_clear_value_error() -> None:
+    with pytest.raises(ValueError, match="not latin-1; percent-encode it"):
+        Response(b"", headers={"X-Name": "€uro"})
+
+
+def test_latin1_header_value_is_kept() -> None:
+    response = Response(b"", headers={"X-Name": "café"})
+    assert b"X-Name: caf\xe9\r\n" in response.render(0, False)

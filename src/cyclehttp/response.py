@@ -105,6 +105,14 @@ def _validate_header(name: str, value: str) -> None:
         raise ValueError(f"invalid header name {name!r}: use letters, digits and -")
     if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"header {name!r} has CR, LF or NUL in its value {value!r}")
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"header {name!r} value {value!r} is not latin-1; percent-encode it "
+                "(e.g. urllib.parse.quote) or use RFC 8187 encoding"
+            ) from None
     if name.lower() in RESERVED_HEADERS:
         raise ValueError(f"header {name!r} is set by the server; do not set it in a Response")
 
