@@ -96,7 +96,17 @@ _TRANSFER_CODING_ERRORS: Final = (
 
 
 class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing; ``_error`` says why."""
+    """Raised inside a parser callback to stop parsing.
+
+    With a status, the request is refused with it; without one, parsing stops
+    on purpose (after a final request) and nothing more is answered. httptools
+    keeps the raised exception as the ``__context__`` of its own error.
+    """
+
+    def __init__(self, status: int | None = None, detail: str = "") -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
 
 
 _INTERNAL_ERROR: Final = error_response(500)
@@ -111,7 +121,6 @@ class HttpProtocol(asyncio.Protocol):
         "_busy",
         "_close_after_flush",
         "_draining",
-        "_error",
         "_fresh",
         "_head",
         "_head_bytes",
@@ -169,7 +178,6 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = 0
         self._close_after_flush = False
         self._draining = False
-        self._error: tuple[int, str] | None = None
         self._started_ns = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -238,23 +246,23 @@ class HttpProtocol(asyncio.Protocol):
             self._stop_reading()
         except HttpParserError as exc:
             cause = exc.__context__
-            if (
-                isinstance(exc, HttpParserCallbackError)
-                and cause is not None
-                and not isinstance(cause, _Reject)
-            ):
+            if isinstance(cause, _Reject):
+                if cause.status is not None:
+                    self._fail(cause.status, cause.detail)
+            elif isinstance(exc, HttpParserCallbackError) and cause is not None:
                 # A parser callback (this module) raised: a bug, not the client's fault.
-                error_log.error(
-                    "internal error while parsing a request; closing the connection", exc_info=cause
-                )
-                self._abort()
+                self._internal_error(cause)
                 return
-            self._parse_failed(exc)
-        except Exception:  # a bug in this module: lose the connection, not the server
-            error_log.exception("internal error while parsing a request; closing the connection")
-            self._abort()
+            else:
+                self._parse_failed(exc)
+        except Exception as exc:  # a bug in this module: lose the connection, not the server
+            self._internal_error(exc)
             return
         self._flush()
+
+    def _internal_error(self, exc: BaseException) -> None:
+        error_log.error("internal error while parsing a request; closing the connection", exc_info=exc)
+        self._abort()
 
     def eof_received(self) -> bool | None:
         """The client sent FIN: answer what it already sent, then close.
@@ -263,10 +271,9 @@ class HttpProtocol(asyncio.Protocol):
         9.6), so requests in flight are still answered; with nothing in flight
         the transport closes at once.
         """
-        if self._busy is None and not self._queue:
-            self._state = CLOSING
-            return None
         self._state = CLOSING
+        if self._busy is None and not self._queue:
+            return None
         self._pause(_PAUSED_QUEUE)
         return True
 
@@ -298,16 +305,14 @@ class HttpProtocol(asyncio.Protocol):
         self._url += url
         self._partial = 0
         if len(self._url) > self._max_url:
-            self._error = (414, f"the request target is longer than {self._max_url} bytes")
-            raise _Reject
+            raise _Reject(414, f"the request target is longer than {self._max_url} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._partial = 0
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._max_header:
-            self._error = (431, f"request headers are larger than {self._max_header} bytes")
-            raise _Reject
+            raise _Reject(431, f"request headers are larger than {self._max_header} bytes")
         size = len(name)
         if size == 4:
             if name.lower() == b"host":
@@ -318,8 +323,7 @@ class HttpProtocol(asyncio.Protocol):
             and value.isdigit()
             and int(value) > self._max_body
         ):
-            self._error = (413, f"the request body is larger than {self._max_body} bytes")
-            raise _Reject
+            raise _Reject(413, f"the request body is larger than {self._max_body} bytes")
         elif size == 17 and name.lower() == b"transfer-encoding":
             self._check_transfer_encoding(value)
 
@@ -331,29 +335,23 @@ class HttpProtocol(asyncio.Protocol):
         """
         if self._parser.get_http_version() == "1.0":
             # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-            self._error = (400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
-        elif value.strip(b" \t").lower() != b"chunked":
-            self._error = (501, "only Transfer-Encoding: chunked is supported")
-        elif sum(len(n) == 17 and n.lower() == b"transfer-encoding" for n, _ in self._headers) > 1:
-            self._error = (501, "only one Transfer-Encoding: chunked is supported")
-        else:
-            return
-        raise _Reject
+            raise _Reject(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if value.strip(b" \t").lower() != b"chunked":
+            raise _Reject(501, "only Transfer-Encoding: chunked is supported")
+        if sum(len(n) == 17 and n.lower() == b"transfer-encoding" for n, _ in self._headers) > 1:
+            raise _Reject(501, "only one Transfer-Encoding: chunked is supported")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version == "0.9":
-                self._error = (400, "HTTP/0.9 requests are not supported")
-            else:
-                self._error = (505, f"HTTP/{version} is not supported; use HTTP/1.1")
-            raise _Reject
+                raise _Reject(400, "HTTP/0.9 requests are not supported")
+            raise _Reject(505, f"HTTP/{version} is not supported; use HTTP/1.1")
         if self._hosts != 1 and (self._hosts or version == "1.1"):
             # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without Host, and to any request with more than one.
-            self._error = (400, "missing Host header" if not self._hosts else "more than one Host header")
-            raise _Reject
+            raise _Reject(400, "missing Host header" if not self._hosts else "more than one Host header")
         method = parser.get_method()
         url = self._url
         if url and url[0] == _SLASH:
@@ -393,15 +391,13 @@ class HttpProtocol(asyncio.Protocol):
         except HttpParserError:
             parsed = None
         if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
-            self._error = (400, "the request target must be a path starting with '/'")
-            raise _Reject
+            raise _Reject(400, "the request target must be a path starting with '/'")
         return parsed.path or b"/", parsed.query or b""
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
-            self._error = (413, f"the request body is larger than {self._max_body} bytes")
-            raise _Reject
+            raise _Reject(413, f"the request body is larger than {self._max_body} bytes")
         self._since = self._server.now
         if self._body is not None:
             self._body.append(body)
@@ -536,11 +532,10 @@ class HttpProtocol(asyncio.Protocol):
     # -- errors and shutdown ------------------------------------------------
 
     def _parse_failed(self, exc: HttpParserError) -> None:
-        if self._state == CLOSING and self._error is None:
+        """Answer an error llhttp itself found (not one raised by a callback here)."""
+        if self._state == CLOSING:
             return  # parsing stopped on purpose after a final request
-        if self._error is not None:
-            status, detail = self._error
-        elif any(text in str(exc) for text in _TRANSFER_CODING_ERRORS):
+        if any(text in str(exc) for text in _TRANSFER_CODING_ERRORS):
             status, detail = 501, "only Transfer-Encoding: chunked is supported"
         else:
             status, detail = 400, f"Invalid HTTP request: {exc}"
