@@ -168,8 +168,16 @@ def test_compile_builds_fresh_router() -> None:
     assert app.compile() is not app.compile()
 
 
+def _serve_static(router: Router, path: bytes, times: int) -> None:
+    """Count ``times`` responses of a static route, as the protocol does."""
+    index, _ = router.lookup(b"GET", path)
+    target = router.targets[index]
+    assert isinstance(target, StaticResponse)
+    target.hits += times
+
+
 def test_stats_snapshot_and_reset() -> None:
-    app = App()
+    app = App([("GET", "/", "hello")])
     snapshot = app.stats
     assert (snapshot.connections_accepted, snapshot.connections_open, snapshot.connections_closed) == (
         0,
@@ -179,17 +187,23 @@ def test_stats_snapshot_and_reset() -> None:
     assert snapshot.requests == 0
 
     live = Stats()
+    router = app.compile()
+    live.attach(router)
     app._attach_stats(live)  # what a starting Server does
     live.connections_accepted += 3
-    live.requests += 7
+    _serve_static(router, b"/", 7)
     live.connection_closed(1_000_000)
     snapshot = app.stats
     assert snapshot.connections_accepted == 3
     assert snapshot.connections_open == 2
     assert snapshot.connections_closed == 1
     assert snapshot.requests == 7
+    assert snapshot.requests_by_status["2xx"] == 7
+    assert [(r.method, r.route, r.status, r.count) for r in snapshot.requests_by_route] == [
+        ("GET", "/", "2xx", 7)
+    ]
     # a snapshot is a copy, not a view
-    live.requests += 1
+    _serve_static(router, b"/", 1)
     assert snapshot.requests == 7
     with pytest.raises(AttributeError):
         snapshot.requests = 0  # type: ignore[misc]
@@ -197,15 +211,32 @@ def test_stats_snapshot_and_reset() -> None:
     app.reset_stats()
     after = app.stats
     assert after.requests == 0
+    assert after.requests_by_route == ()
     assert after.connections_closed == 0
     assert after.connections_open == 2  # still open connections stay counted
     assert after.connections_accepted == 2
 
 
 def test_stats_are_per_app() -> None:
-    a, b = App(), App()
+    a, b = App([("GET", "/", "x")]), App([("GET", "/", "x")])
     live = Stats()
+    router = a.compile()
+    live.attach(router)
     a._attach_stats(live)
-    live.requests += 1
+    _serve_static(router, b"/", 1)
     assert a.stats.requests == 1
     assert b.stats.requests == 0
+
+
+def test_each_compiled_router_counts_for_itself() -> None:
+    app = App([("GET", "/", "x")])
+    first, second = app.compile(), app.compile()
+    _serve_static(first, b"/", 2)
+    stats = Stats()
+    stats.attach(second)
+    assert stats.snapshot().requests == 0
+
+
+def test_metrics_path_must_be_a_path() -> None:
+    with pytest.raises(RouteError, match="metrics_path"):
+        App(metrics_path="metrics")

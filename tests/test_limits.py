@@ -128,6 +128,25 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
         assert await connection.is_closed_by_peer(timeout=5)
 
 
+async def test_empty_lines_do_not_keep_a_connection_open(cyclehttp_server) -> None:
+    """CRLFs before a request line start no request: dripping them must not reset the timeout."""
+    server = await cyclehttp_server(App(ROUTES), header_timeout=0.5, keep_alive_timeout=0.5)
+    async with await server.raw() as connection:
+        await connection.send(GET_ROOT)
+        assert (await connection.read_response()).status == 200
+        closed = False
+        for _ in range(40):  # 4 s of CRLFs, a few per timeout
+            try:
+                await connection.send(b"\r\n")
+            except (ConnectionError, OSError):
+                closed = True
+                break
+            if await connection.is_closed_by_peer(timeout=0.1):
+                closed = True
+                break
+        assert closed
+
+
 async def test_stalled_body_is_408_after_the_body_timeout(cyclehttp_server) -> None:
     server = await cyclehttp_server(App(ROUTES), body_timeout=0.5)
     async with await server.raw() as connection:

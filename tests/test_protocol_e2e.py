@@ -12,13 +12,12 @@ import random
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from cyclehttp import App
 from cyclehttp.rawhttp import RawConnection, RawResponse
@@ -42,23 +41,6 @@ IMF_FIXDATE = re.compile(
 @pytest.fixture
 def cyclehttp_app() -> App:
     return App(routes)
-
-
-@pytest_asyncio.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Raw connections to any test server, all closed at teardown."""
-    opened: list[RawConnection] = []
-
-    async def open_to(server: TestServer) -> RawConnection:
-        conn = await server.raw()
-        opened.append(conn)
-        return conn
-
-    try:
-        yield open_to
-    finally:
-        for conn in opened:
-            await conn.close()
 
 
 def get(path: str, *headers: str, version: str = "1.1") -> bytes:

@@ -31,9 +31,17 @@ class App:
     short, and make anything that waits ``async``.
 
     ``App(routes)`` builds an app from ``(method, path, target)`` tuples.
+    ``metrics_path`` (e.g. ``"/metrics"``) serves the server's figures there
+    in the Prometheus text format, outside the app's routes; the
+    ``--metrics-path`` option does the same and wins over it.
     """
 
-    def __init__(self, routes: Iterable[RouteLike] = ()) -> None:
+    def __init__(self, routes: Iterable[RouteLike] = (), *, metrics_path: str | None = None) -> None:
+        if metrics_path is not None and not (isinstance(metrics_path, str) and metrics_path.startswith("/")):
+            raise RouteError(
+                f"metrics_path must be a path starting with '/', e.g. '/metrics', got {metrics_path!r}"
+            )
+        self.metrics_path = metrics_path
         self._routes: list[RouteSpec] = []
         self._declared: dict[tuple[str, str], RouteSpec] = {}
         self._stats = Stats()

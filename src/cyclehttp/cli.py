@@ -1,4 +1,4 @@
-"""The ``cyclehttp`` command: ``cyclehttp module:attr [options]``.
+"""The ``cyclehttp`` command: ``cyclehttp module:attr [options]``, and ``cyclehttp stats URL``.
 
 Mistakes in what the user typed (a bad target, a bad option) print one line
 starting with ``cyclehttp: error:`` and exit with status 2, like argparse.
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from . import __version__
+from .accesslog import ACCESS_LOGGER
 from .app import App
 from .config import DEFAULTS, Config
 from .errors import RouteError
@@ -34,6 +35,9 @@ OPTION_HELP = {
     "body_timeout": "longest silence inside a request body, beyond: 408",
     "keep_alive_timeout": "seconds an idle connection is kept open",
     "max_connections": "open connections, beyond: 503 and close",
+    "timing": "time requests and handlers (connections are always timed)",
+    "access_log": "log one line per response to the cyclehttp.access logger (stdout)",
+    "metrics_path": "serve the Prometheus metrics page on this path, e.g. /metrics",
 }
 
 
@@ -127,10 +131,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"expected a path starting with '/', e.g. /metrics, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclehttp",
-        description="Serve a cyclehttp app: cyclehttp module:attr",
+        description="Serve a cyclehttp app: cyclehttp module:attr. "
+        "Look at a running server's figures: cyclehttp stats URL (see cyclehttp stats --help).",
     )
     parser.add_argument(
         "target",
@@ -143,8 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app-dir", default=".", help="directory added to sys.path first (default: .)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default: info)")
     limits = parser.add_argument_group("limits and timeouts")
+    observing = parser.add_argument_group("metrics and logs")
     for field in fields(Config):
         default = getattr(DEFAULTS, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(default, bool):
+            observing.add_argument(
+                flag if not default else "--no-" + flag[2:],
+                dest=field.name,
+                action="store_false" if default else "store_true",
+                help=f"do not {OPTION_HELP[field.name]}" if default else OPTION_HELP[field.name],
+            )
+            continue
+        if default is None:
+            observing.add_argument(flag, type=_path, metavar="PATH", help=OPTION_HELP[field.name])
+            continue
         is_seconds = isinstance(default, float)
         limits.add_argument(
             "--" + field.name.replace("_", "-"),
@@ -161,12 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["stats"]:
+        from . import statsview
+
+        return statsview.main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if args.access_log:
+        _log_access_to_stdout()
     try:
         app = load_app(args.target, factory=args.factory, app_dir=args.app_dir)
     except TargetError as exc:
@@ -183,7 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         uvloop.run(Server(app, config).serve(args.host, args.port))
+    except RouteError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"cyclehttp: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _log_access_to_stdout() -> None:
+    """Access lines go to stdout as they are, without the level and logger name of other logs."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False

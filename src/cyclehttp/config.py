@@ -61,6 +61,10 @@ class Config:
     byte to the end of its headers (408). ``body_timeout``: longest silence
     inside a body (408). ``keep_alive_timeout``: seconds an idle connection
     is kept. ``max_connections``: open connections; more are answered 503.
+    ``timing``: time every request and handler (the cost is measured in
+    benchmarks/; connection timing and counters stay on without it).
+    ``access_log``: log one line per response to ``cyclehttp.access``.
+    ``metrics_path``: serve the Prometheus metrics page on this path.
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
@@ -72,6 +76,9 @@ class Config:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    timing: bool = True
+    access_log: bool = False
+    metrics_path: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +98,12 @@ class Config:
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
             if getattr(self, name) == 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
+        for name in ("timing", "access_log"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        path = self.metrics_path
+        if path is not None and (not isinstance(path, str) or not path.startswith("/") or "?" in path):
+            raise ValueError(f"metrics_path must be a path starting with '/', e.g. '/metrics', got {path!r}")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Config:

@@ -37,6 +37,7 @@ CAP_NS = 1 << 46
 
 _OVERFLOW = 16 + (46 - 4) * 8  # index of the overflow bucket (352)
 NUM_BUCKETS = _OVERFLOW + 1
+_NO_MIN = 1 << 64
 
 
 def bucket_index(value_ns: int) -> int:
@@ -87,39 +88,59 @@ class HistogramSnapshot:
 class LogHistogram:
     """Log-bucketed histogram of non-negative ns durations with fixed memory.
 
-    ``count``, ``sum``, ``min`` and ``max`` are exact plain attributes (``min`` and
-    ``max`` are 0 while empty); percentiles are bucket-resolution estimates.
+    ``count``, ``sum``, ``min`` and ``max`` are exact (``min`` and ``max`` are 0
+    while empty); percentiles are bucket-resolution estimates.
     """
 
-    __slots__ = ("_counts", "count", "max", "min", "sum")
+    __slots__ = ("_counts", "_min", "max", "sum")
 
     def __init__(self) -> None:
         self._counts: list[int] = [0] * NUM_BUCKETS
-        self.count = 0
         self.sum = 0
-        self.min = 0
+        self._min = _NO_MIN  # above any real value: no "is empty" test per record
         self.max = 0
 
+    @property
+    def count(self) -> int:
+        """Values recorded (summed from the buckets, so recording has one counter less to bump)."""
+        return sum(self._counts)
+
+    @property
+    def min(self) -> int:
+        """The smallest value recorded (0 while empty)."""
+        return self._min if self._min != _NO_MIN else 0
+
     def record(self, value_ns: int) -> None:
-        """Record one duration; negative values count as 0. Hot path: keep it cheap."""
-        v = value_ns if value_ns > 0 else 0
+        """Record one duration; negative values count as 0. Hot path: keep it cheap.
+
+        The protocol inlines this body where a method call would cost as much as the rest.
+        """
+        v = value_ns
         if v < 16:
-            i = v
-        elif v >= CAP_NS:
-            i = _OVERFLOW
-        else:
+            self.record_many(v, 1)
+            return
+        try:
             s = v.bit_length() - 4
-            i = (s << 3) + (v >> s)
-        self._counts[i] += 1
-        if self.count:
-            if v < self.min:
-                self.min = v
-            elif v > self.max:
-                self.max = v
-        else:
-            self.min = self.max = v
-        self.count += 1
+            self._counts[(s << 3) + (v >> s)] += 1
+        except IndexError:  # at or above CAP_NS, past the overflow bucket
+            self._counts[_OVERFLOW] += 1
         self.sum += v
+        if v > self.max:
+            self.max = v
+        if v < self._min:
+            self._min = v
+
+    def record_many(self, value_ns: int, times: int) -> None:
+        """Record the same duration ``times`` times (requests answered in one write)."""
+        if times <= 0:
+            return
+        v = value_ns if value_ns > 0 else 0
+        self._counts[bucket_index(v)] += times
+        self.sum += v * times
+        if v > self.max:
+            self.max = v
+        if v < self._min:
+            self._min = v
 
     def percentile(self, q: float) -> int:
         """Estimate the ``q``-th percentile (0..100) in ns; 0 when empty.
@@ -155,18 +176,14 @@ class LogHistogram:
 
     def merge(self, other: LogHistogram) -> None:
         """Add ``other``'s observations into ``self`` (e.g. aggregating workers)."""
-        if not other.count:
+        if other._min == _NO_MIN:
             return
         counts = self._counts
         for i, c in enumerate(other._counts):
             if c:
                 counts[i] += c
-        if self.count:
-            self.min = min(self.min, other.min)
-            self.max = max(self.max, other.max)
-        else:
-            self.min, self.max = other.min, other.max
-        self.count += other.count
+        self._min = min(self._min, other._min)
+        self.max = max(self.max, other.max)
         self.sum += other.sum
 
     def reset(self) -> None:
@@ -174,7 +191,8 @@ class LogHistogram:
         counts = self._counts
         for i in range(NUM_BUCKETS):
             counts[i] = 0
-        self.count = self.sum = self.min = self.max = 0
+        self.sum = self.max = 0
+        self._min = _NO_MIN
 
     def snapshot(self) -> HistogramSnapshot:
         """Return an immutable summary with the usual percentiles and the mean."""

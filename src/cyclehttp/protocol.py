@@ -45,6 +45,7 @@ from httptools import (
 )
 
 from .errors import HTTPError
+from .metrics import PARSE_ERROR
 from .request import Request
 from .response import (
     CLOSE,
@@ -103,10 +104,11 @@ class _Reject(Exception):
     keeps the raised exception as the ``__context__`` of its own error.
     """
 
-    def __init__(self, status: int | None = None, detail: str = "") -> None:
+    def __init__(self, status: int | None = None, detail: str = "", reason: str = PARSE_ERROR) -> None:
         super().__init__(status, detail)
         self.status = status
         self.detail = detail
+        self.reason = reason
 
 
 _INTERNAL_ERROR: Final = error_response(500)
@@ -116,17 +118,22 @@ class HttpProtocol(asyncio.Protocol):
     """An HTTP/1.1 connection served with httptools on an asyncio (uvloop) transport."""
 
     __slots__ = (
+        "_access",
+        "_batch",
+        "_begin_ns",
         "_body",
         "_body_bytes",
         "_busy",
         "_close_after_flush",
         "_draining",
         "_fresh",
+        "_handler_time",
         "_head",
         "_head_bytes",
         "_headers",
         "_hosts",
         "_index",
+        "_latency",
         "_linger",
         "_loop",
         "_max_body",
@@ -142,8 +149,10 @@ class HttpProtocol(asyncio.Protocol):
         "_partial",
         "_path",
         "_paused",
+        "_peer",
         "_query",
         "_queue",
+        "_read_ns",
         "_server",
         "_since",
         "_started_ns",
@@ -151,6 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         "_static",
         "_stats",
         "_targets",
+        "_timed",
         "_transport",
         "_url",
         "_version",
@@ -167,13 +177,21 @@ class HttpProtocol(asyncio.Protocol):
         self._max_header = config.max_header_size
         self._max_url = config.max_url_length
         self._max_body = config.max_body_size
+        self._timed = config.timing
+        self._latency = server.stats.request_latency
+        self._handler_time = server.stats.handler_time
+        self._access = server.access_log
+        self._peer = "-"
+        self._read_ns = 0
+        self._begin_ns = 0
+        self._batch = 0
         self._state = IDLE
         self._transport: asyncio.Transport | None = None
         self._parser = HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._out: list[bytes] = []
         self._out_size = 0
-        self._queue: deque[tuple[Any, Request | None, int, bool]] = deque()
+        self._queue: deque[tuple[Any, Request | None, int, bool, int]] = deque()
         self._busy: asyncio.Task[None] | None = None
         self._paused = 0
         self._close_after_flush = False
@@ -207,11 +225,19 @@ class HttpProtocol(asyncio.Protocol):
         self._stats.connections_accepted += 1
         if len(server.connections) >= server.config.max_connections:
             self._state = CLOSING
-            transport.write(error_response(503, "Too many connections").render(CLOSE, False))  # type: ignore[attr-defined]
+            data = error_response(503, "Too many connections").render(CLOSE, False)
+            transport.write(data)  # type: ignore[attr-defined]
             transport.close()
+            self._stats.refused("max_connections", 503)
+            self._stats.bytes_sent += len(data)
+            if self._access is not None:
+                self._peer = _peer_host(transport)
+                self._access.log(self._peer, None, 503, len(data) - data.index(b"\r\n\r\n") - 4, 0)
             return
         server.connections.add(self)
-        self._since = server.now
+        if self._access is not None:
+            self._peer = _peer_host(transport)
+        self._since = self._started_ns
         if server.draining:  # accepted just before the listener closed
             self._draining = True
             self._state = CLOSING
@@ -230,16 +256,20 @@ class HttpProtocol(asyncio.Protocol):
             self._busy = None
 
     def data_received(self, data: bytes) -> None:
+        self._stats.bytes_received += len(data)
         state = self._state
         if state == CLOSING:
             return
+        self._read_ns = monotonic_ns()  # when this request began, for its timeouts and its latency
         if state == HEAD:
             self._partial += len(data)
         try:
             self._parser.feed_data(data)
             if self._state == HEAD and self._head_bytes + self._partial > self._max_header:
                 # One header line (or the request line) still incomplete and too long.
-                self._fail(431, f"request headers are larger than {self._max_header} bytes")
+                self._fail(
+                    431, f"request headers are larger than {self._max_header} bytes", "max_header_size"
+                )
         except HttpParserUpgrade:
             # The request was complete and is answered; llhttp cannot go on
             # after an Upgrade/CONNECT, and there is nothing to upgrade to.
@@ -248,7 +278,7 @@ class HttpProtocol(asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, _Reject):
                 if cause.status is not None:
-                    self._fail(cause.status, cause.detail)
+                    self._fail(cause.status, cause.detail, cause.reason)
             elif isinstance(exc, HttpParserCallbackError) and cause is not None:
                 # A parser callback (this module) raised: a bug, not the client's fault.
                 self._internal_error(cause)
@@ -261,6 +291,7 @@ class HttpProtocol(asyncio.Protocol):
         self._flush()
 
     def _internal_error(self, exc: BaseException) -> None:
+        self._stats.internal_errors += 1
         error_log.error("internal error while parsing a request; closing the connection", exc_info=exc)
         self._abort()
 
@@ -292,8 +323,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._state == CLOSING:
             raise _Reject
         self._state = HEAD
+        self._begin_ns = self._read_ns
         self._fresh = False
-        self._since = self._server.now
         self._url = b""
         self._headers = []
         self._hosts = 0
@@ -305,14 +336,14 @@ class HttpProtocol(asyncio.Protocol):
         self._url += url
         self._partial = 0
         if len(self._url) > self._max_url:
-            raise _Reject(414, f"the request target is longer than {self._max_url} bytes")
+            raise _Reject(414, f"the request target is longer than {self._max_url} bytes", "max_url_length")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._partial = 0
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._max_header:
-            raise _Reject(431, f"request headers are larger than {self._max_header} bytes")
+            raise _Reject(431, f"request headers are larger than {self._max_header} bytes", "max_header_size")
         size = len(name)
         if size == 4:
             if name.lower() == b"host":
@@ -323,7 +354,7 @@ class HttpProtocol(asyncio.Protocol):
             and value.isdigit()
             and int(value) > self._max_body
         ):
-            raise _Reject(413, f"the request body is larger than {self._max_body} bytes")
+            raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
         elif size == 17 and name.lower() == b"transfer-encoding":
             self._check_transfer_encoding(value)
 
@@ -375,8 +406,7 @@ class HttpProtocol(asyncio.Protocol):
         self._method = method
         self._head = method == b"HEAD"
         self._state = BODY
-        self._since = self._server.now
-        if self._targets[self._index].__class__ is HandlerTarget:
+        if self._targets[self._index].__class__ is HandlerTarget or self._access is not None:
             self._path = path
             self._query = query
             self._version = version
@@ -397,14 +427,13 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
-            raise _Reject(413, f"the request body is larger than {self._max_body} bytes")
-        self._since = self._server.now
+            raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
         if self._body is not None:
             self._body.append(body)
 
     def on_message_complete(self) -> None:
         mode = self._mode
-        self._since = self._server.now
+        self._since = self._read_ns  # idle from here (bytes that start no request do not count)
         if mode == CLOSE:
             self._state = CLOSING
             self._pause(_PAUSED_QUEUE)
@@ -425,61 +454,124 @@ class HttpProtocol(asyncio.Protocol):
             )
             self._body = None
         if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
-            self._execute(target, request, mode, self._head)
+            self._execute(target, request, mode, self._head, self._begin_ns)
         else:
-            self._queue.append((target, request, mode, self._head))
+            self._queue.append((target, request, mode, self._head, self._begin_ns))
             if len(self._queue) >= self._max_queue:
                 self._pause(_PAUSED_QUEUE)
 
     # -- executing requests -------------------------------------------------
 
-    def _execute(self, target: Any, request: Request | None, mode: int, head: bool) -> None:
+    def _execute(self, target: Any, request: Request | None, mode: int, head: bool, start: int) -> None:
+        """Answer one request; ``start`` is the clock of the read that brought its first byte."""
         if target.__class__ is StaticResponse:
             if self._draining:
                 mode = CLOSE
+            target.hits += 1
             data = target.head_buffers[mode] if head else target.buffers[mode]
             self._out.append(data)
             size = len(data)
             if target.split and not head:
                 self._out.append(target.body)
                 size += len(target.body)
-            self._sent(mode, size)
+            self._sent(mode, size, start)
+            if request is not None:  # only built for a static target when the access log is on
+                self._log_access(request, target.status, 0 if head else len(target.body), start)
         elif target.__class__ is bytes:  # a pre-rendered error that ends the connection
             self._out.append(target)
-            self._sent(CLOSE, len(target))
+            self._sent(CLOSE, len(target), start)
+            if self._access is not None:
+                self._log_access(None, int(target[9:12]), len(target) - target.index(b"\r\n\r\n") - 4, start)
         else:
             assert request is not None
-            self._call(target, request, mode, head)
+            self._call(target, request, mode, head, start)
 
-    def _call(self, target: HandlerTarget, request: Request, mode: int, head: bool) -> None:
-        if target.is_async:
-            self._busy = self._loop.create_task(self._call_async(target.handler(request), target, mode, head))
-            return
+    def _call(self, target: HandlerTarget, request: Request, mode: int, head: bool, start: int) -> None:
+        called = monotonic_ns() if self._timed else 0
         try:
             result = target.handler(request)
-            if inspect.isawaitable(result):
-                self._busy = self._loop.create_task(self._call_async(result, target, mode, head))
-                return
-            data = render_result(result, mode if not self._draining else CLOSE, head)
         except Exception as exc:
             data = self._handler_failed(exc, target, request, mode, head)
-        self._out.append(data)
-        self._sent(mode, len(data))
+        else:
+            if target.is_async or inspect.isawaitable(result):
+                self._busy = self._loop.create_task(
+                    self._call_async(result, target, request, mode, head, start, called)
+                )
+                return
+            try:
+                data = render_result(result, mode if not self._draining else CLOSE, head)
+            except Exception as exc:
+                data = self._handler_failed(exc, target, request, mode, head)
+        if called:
+            # One clock read ends both the handler's time (its call and the rendering of
+            # what it returned) and the request's latency: the answer is written at the end
+            # of this read. Both LogHistogram.record calls are inlined.
+            done = monotonic_ns()
+            histogram = self._handler_time
+            elapsed = done - called
+            try:
+                shift = elapsed.bit_length() - 4
+                histogram._counts[(shift << 3) + (elapsed >> shift)] += 1
+            except (ValueError, IndexError):
+                histogram.record_many(elapsed, 1)
+            else:
+                histogram.sum += elapsed
+                if elapsed > histogram.max:
+                    histogram.max = elapsed
+                if elapsed < histogram._min:
+                    histogram._min = elapsed
+            histogram = self._latency
+            elapsed = done - start
+            try:
+                shift = elapsed.bit_length() - 4
+                histogram._counts[(shift << 3) + (elapsed >> shift)] += 1
+            except (ValueError, IndexError):
+                histogram.record_many(elapsed, 1)
+            else:
+                histogram.sum += elapsed
+                if elapsed > histogram.max:
+                    histogram.max = elapsed
+                if elapsed < histogram._min:
+                    histogram._min = elapsed
+        self._answered(target, request, data, mode, start, called != 0)
 
-    async def _call_async(self, awaitable: Any, target: HandlerTarget, mode: int, head: bool) -> None:
+    async def _call_async(
+        self,
+        awaitable: Any,
+        target: HandlerTarget,
+        request: Request,
+        mode: int,
+        head: bool,
+        start: int,
+        called: int,
+    ) -> None:
         try:
             result = await awaitable
             data = render_result(result, mode if not self._draining else CLOSE, head)
         except Exception as exc:
-            data = self._handler_failed(exc, target, None, mode, head)
+            data = self._handler_failed(exc, target, request, mode, head)
+        if called:
+            self._handler_time.record(monotonic_ns() - called)
         self._busy = None
         if self._transport is None:
             return
-        self._since = self._server.now
-        self._out.append(data)
-        self._sent(mode, len(data))
+        self._since = monotonic_ns()  # idle from now on, not from when the request was read
+        self._answered(target, request, data, mode, start, False)
         self._drain_queue()
         self._flush()
+
+    def _answered(
+        self, target: HandlerTarget, request: Request, data: bytes, mode: int, start: int, timed: bool
+    ) -> None:
+        target.responses[data[9] - 48] += 1  # the status's first digit: b"HTTP/1.1 200 ..."[9]
+        self._out.append(data)
+        self._sent(mode, len(data), 0 if timed else start)
+        if self._access is not None:
+            self._log_access(request, int(data[9:12]), len(data) - data.index(b"\r\n\r\n") - 4, start)
+
+    def _log_access(self, request: Request | None, status: int, size: int, start: int) -> None:
+        assert self._access is not None
+        self._access.log(self._peer, request, status, size, start)
 
     def _handler_failed(
         self, exc: Exception, target: HandlerTarget, request: Request | None, mode: int, head: bool
@@ -488,12 +580,18 @@ class HttpProtocol(asyncio.Protocol):
             mode = CLOSE
         if isinstance(exc, HTTPError):
             return error_response(exc.status, exc.detail, exc.headers).render(mode, head)
+        self._stats.handler_exceptions += 1
         error_log.error("handler %s failed", target.name, exc_info=exc)
         return _INTERNAL_ERROR.render(mode, head)
 
-    def _sent(self, mode: int, size: int) -> None:
-        self._stats.requests += 1
+    def _sent(self, mode: int, size: int, start: int) -> None:
+        """Account one answer put in ``_out``; ``start`` 0: its latency is recorded already."""
         self._out_size += size
+        if self._timed and start:
+            if start == self._read_ns:
+                self._batch += 1  # timed when _flush hands it to the transport
+            else:  # its first byte came in an earlier read: timed now (the flush is microseconds off)
+                self._latency.record(monotonic_ns() - start)
         if mode == CLOSE or self._draining:
             self._close_after_flush = True
             self._queue.clear()
@@ -518,12 +616,30 @@ class HttpProtocol(asyncio.Protocol):
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
+            self._stats.bytes_sent += self._out_size
             self._out_size = 0
+            batch = self._batch
+            if batch:
+                self._batch = 0
+                elapsed = monotonic_ns() - self._read_ns
+                # LogHistogram.record_many, inlined: this runs for every response written.
+                histogram = self._latency
+                try:
+                    shift = elapsed.bit_length() - 4
+                    histogram._counts[(shift << 3) + (elapsed >> shift)] += batch
+                except (ValueError, IndexError):  # below 16 ns or past the overflow bucket
+                    histogram.record_many(elapsed, batch)
+                else:
+                    histogram.sum += elapsed * batch
+                    if elapsed > histogram.max:
+                        histogram.max = elapsed
+                    if elapsed < histogram._min:
+                        histogram._min = elapsed
         if self._close_after_flush:
             self._close_after_flush = False
             if self._linger and transport.can_write_eof():
                 transport.write_eof()
-                self._since = self._server.now
+                self._since = monotonic_ns()
                 self._paused = 0
                 transport.resume_reading()
             else:
@@ -539,19 +655,24 @@ class HttpProtocol(asyncio.Protocol):
             status, detail = 501, "only Transfer-Encoding: chunked is supported"
         else:
             status, detail = 400, f"Invalid HTTP request: {exc}"
-        self._fail(status, detail)
+        self._fail(status, detail, PARSE_ERROR)
 
-    def _fail(self, status: int, detail: str) -> None:
-        """Answer ``status`` after the requests already read, then close."""
+    def _fail(self, status: int, detail: str, reason: str) -> None:
+        """Answer ``status`` after the requests already read, then close.
+
+        ``reason`` (a Config field, or ``PARSE_ERROR``) is what the metrics count.
+        """
         error_log.debug("rejecting request with %d: %s", status, detail)
+        self._stats.refused(reason, status)
         self._linger = True
         data = error_response(status, detail).render(CLOSE, False)
+        start = self._begin_ns if self._state == HEAD or self._state == BODY else self._read_ns
         self._state = CLOSING
         self._pause(_PAUSED_QUEUE)
         if self._busy is None and not self._queue:
-            self._execute(data, None, CLOSE, False)
+            self._execute(data, None, CLOSE, False, start)
         else:
-            self._queue.append((data, None, CLOSE, False))
+            self._queue.append((data, None, CLOSE, False, start))
 
     def _stop_reading(self) -> None:
         self._state = CLOSING
@@ -563,24 +684,33 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def check_timeouts(self, now: float) -> None:
-        """Called about once a second by the server: enforce the read timeouts."""
+    def check_timeouts(self, now: int) -> None:
+        """Called about once a second by the server with ``monotonic_ns()``: enforce the timeouts.
+
+        A request's header time runs from the read that brought its first byte
+        (``_begin_ns``); a body's silence from the last read; idleness from the
+        end of the last request, of its async answer or of the error answer
+        (``_since``).
+        """
         state = self._state
         config = self._server.config
         if state == HEAD:
-            if now - self._since > config.header_timeout:
-                self._fail(408, f"request headers not received within {config.header_timeout:g} s")
+            if now - self._begin_ns > config.header_timeout * 1e9:
+                self._fail(
+                    408, f"request headers not received within {config.header_timeout:g} s", "header_timeout"
+                )
                 self._flush()
         elif state == BODY:
-            if now - self._since > config.body_timeout:
-                self._fail(408, f"request body stalled for {config.body_timeout:g} s")
+            if now - max(self._read_ns, self._since) > config.body_timeout * 1e9:
+                self._fail(408, f"request body stalled for {config.body_timeout:g} s", "body_timeout")
                 self._flush()
         elif state == CLOSING:
-            if self._linger and now - self._since > LINGER_SECONDS and self._transport is not None:
+            if self._linger and now - self._since > LINGER_SECONDS * 1e9 and self._transport is not None:
                 self._transport.close()
         elif state == IDLE and self._busy is None and not self._queue and not self._out:
             limit = config.header_timeout if self._fresh else config.keep_alive_timeout
-            if now - self._since > limit and self._transport is not None:
+            if now - self._since > limit * 1e9 and self._transport is not None:
+                self._stats.timeouts["header_timeout" if self._fresh else "keep_alive_timeout"] += 1
                 self._state = CLOSING
                 self._transport.close()
 
@@ -616,3 +746,11 @@ class HttpProtocol(asyncio.Protocol):
         self._paused &= ~reason
         if not self._paused and self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+
+
+def _peer_host(transport: asyncio.BaseTransport) -> str:
+    """The client's address for the access log (``-`` when unknown, e.g. a Unix socket)."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "-"

@@ -251,10 +251,12 @@ class StaticResponse:
     cheap.
     """
 
-    __slots__ = ("body", "buffers", "head_buffers", "response", "split")
+    __slots__ = ("body", "buffers", "head_buffers", "hits", "response", "split")
 
     def __init__(self, response: Response) -> None:
         self.response = response
+        self.hits = 0
+        """Times served (its status is fixed, so this is all the metrics need)."""
         self.split = len(response.body) > SPLIT_BODY_THRESHOLD
         self.body = response.body
         self.buffers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
@@ -281,6 +283,10 @@ class StaticResponse:
     @property
     def status(self) -> int:
         return self.response.status
+
+    def copy(self) -> StaticResponse:
+        """The same response with its own buffers and counter (one per compiled router)."""
+        return StaticResponse(self.response)
 
     def __repr__(self) -> str:
         return f"<StaticResponse {self.status} {len(self.body)} bytes>"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import quote, unquote
 
 from .errors import RouteError
+from .metrics import ANY_METHOD, OTHER_METHOD, UNMATCHED
 from .response import Response, StaticResponse, error_response
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def normalize_method(method: str) -> str:
 class HandlerTarget:
     """A route served by calling user code with a ``Request``."""
 
-    __slots__ = ("handler", "is_async", "name")
+    __slots__ = ("handler", "is_async", "name", "responses")
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
@@ -160,6 +161,12 @@ class HandlerTarget:
             getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
         )
         self.name = getattr(handler, "__qualname__", None) or repr(handler)
+        self.responses = [0] * 6
+        """Responses sent, by the first digit of their status."""
+
+    def copy(self) -> HandlerTarget:
+        """The same handler with its own counters (each compiled router counts for itself)."""
+        return HandlerTarget(self.handler)
 
     def __repr__(self) -> str:
         kind = "async handler" if self.is_async else "handler"
@@ -233,13 +240,18 @@ NOT_FOUND_INDEX: Final = 0
 
 
 class Router:
-    """The compiled route table; built once when the server starts."""
+    """The compiled route table; built once when the server starts.
 
-    __slots__ = ("_combined_405", "dynamic", "not_found", "static", "targets")
+    Every target is the router's own copy, so the responses it counts are
+    this router's (``request_counts``), labelled by ``labels``.
+    """
+
+    __slots__ = ("_combined_405", "dynamic", "labels", "not_found", "static", "targets")
 
     def __init__(self, routes: Iterable[RouteSpec]) -> None:
         self.not_found = StaticResponse(error_response(404))
         self.targets: list[Target] = [self.not_found]
+        self.labels: list[tuple[str, str]] = [(ANY_METHOD, UNMATCHED)]
         self.static: dict[bytes, PathEntry] = {}
         self.dynamic: list[PathEntry] = []
         self._combined_405: dict[str, int] = {}
@@ -256,16 +268,41 @@ class Router:
             method = route.method.encode("ascii")
             if method in entry.methods:
                 raise RouteError(f"duplicate route: {route.method} {route.path}")
-            entry.methods[method] = self._add(route.target)
+            entry.methods[method] = self._add(route.target.copy(), route.method, route.path)
         for entry in entries.values():
             if b"GET" in entry.methods and b"HEAD" not in entry.methods:
                 entry.methods[b"HEAD"] = entry.methods[b"GET"]
             entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
-            entry.not_allowed = self._add(_method_not_allowed(entry.allow))
+            entry.not_allowed = self._add(_method_not_allowed(entry.allow), OTHER_METHOD, entry.pattern)
 
-    def _add(self, target: Target) -> int:
+    def _add(self, target: Target, method: str, route: str) -> int:
         self.targets.append(target)
+        self.labels.append((method, route))
         return len(self.targets) - 1
+
+    def add_internal(self, path: str, target: Target, method: str = "GET") -> None:
+        """Serve ``target`` on ``path`` (e.g. the metrics page), refusing to hide a user route.
+
+        Raises ``RouteError`` when a declared route already answers ``path``:
+        either one would shadow the other.
+        """
+        pattern = compile_pattern(path)
+        if pattern.regex is not None:
+            raise RouteError(f"{path!r} must be a plain path, without parameters")
+        index, _ = self.lookup(method.encode("ascii"), pattern.raw)
+        if index != NOT_FOUND_INDEX:
+            owner = self.labels[index][1]
+            raise RouteError(
+                f"{path!r} is already served by the route {owner!r}; choose another path "
+                "(e.g. /_cyclehttp/metrics) or rename the route"
+            )
+        entry = PathEntry(pattern)
+        entry.methods[method.encode("ascii")] = self._add(target, method, path)
+        if method == "GET":
+            entry.methods[b"HEAD"] = entry.methods[b"GET"]
+        entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
+        entry.not_allowed = self._add(_method_not_allowed(entry.allow), OTHER_METHOD, path)
+        self.static[pattern.raw] = entry
 
     def lookup(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
         """The target index for a request, and the path parameters of a dynamic route.
@@ -308,12 +345,36 @@ class Router:
         allow = ", ".join(methods)
         index = self._combined_405.get(allow)
         if index is None:
-            index = self._combined_405[allow] = self._add(_method_not_allowed(allow))
+            route = " | ".join(entry.pattern for entry in entries)
+            index = self._combined_405[allow] = self._add(_method_not_allowed(allow), OTHER_METHOD, route)
         return index
 
     def static_responses(self) -> list[StaticResponse]:
         """Every pre-rendered response, for the once-a-second Date refresh."""
         return [t for t in self.targets if isinstance(t, StaticResponse)]
+
+    def request_counts(self) -> list[tuple[tuple[str, str], list[int]]]:
+        """``((method, route), responses by status digit)`` for every target, in index order.
+
+        Targets that share a label (HEAD served by GET) are one entry.
+        """
+        merged: dict[tuple[str, str], list[int]] = {}
+        for label, target in zip(self.labels, self.targets, strict=True):
+            counts = merged.setdefault(label, [0] * 6)
+            if isinstance(target, StaticResponse):
+                counts[target.status // 100] += target.hits
+            else:
+                for digit, count in enumerate(target.responses):
+                    counts[digit] += count
+        return list(merged.items())
+
+    def reset_counts(self) -> None:
+        """Zero the response counters of every target."""
+        for target in self.targets:
+            if isinstance(target, StaticResponse):
+                target.hits = 0
+            else:
+                target.responses[:] = [0] * 6
 
     def refresh(self) -> None:
         """Re-render every static buffer with the current Date."""

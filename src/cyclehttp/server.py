@@ -13,15 +13,19 @@ import logging
 import signal
 import socket
 import time
+from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
 import uvloop
 
+from .accesslog import AccessLog
 from .config import Config
-from .metrics import Stats
+from .metrics import Stats, StatsSnapshot, format_duration
+from .prometheus import CONTENT_TYPE, render_metrics
 from .protocol import HttpProtocol
-from .response import DATE
-from .routing import Router
+from .request import Request
+from .response import DATE, Response
+from .routing import HandlerTarget, Router
 
 if TYPE_CHECKING:
     from .app import App
@@ -29,21 +33,23 @@ if TYPE_CHECKING:
 __all__ = ["Server", "ServerState", "run"]
 
 logger = logging.getLogger("cyclehttp")
+error_log = logging.getLogger("cyclehttp.error")
 
 
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("config", "connections", "draining", "loop", "now", "router", "stats")
+    __slots__ = ("access_log", "config", "connections", "draining", "loop", "now", "router", "stats")
 
     def __init__(self, router: Router, config: Config, stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
         self.router = router
         self.config = config
         self.stats = stats
         self.loop = loop
+        self.access_log = AccessLog() if config.access_log else None
         self.connections: set[HttpProtocol] = set()
         self.draining = False
-        self.now = loop.time()  # refreshed every tick: the coarse clock of the timeouts
+        self.now = monotonic_ns()  # refreshed every tick: the coarse clock of the timeouts
 
 
 class Server:
@@ -83,9 +89,16 @@ class Server:
         sock: socket.socket | None = None,
         backlog: int = 2048,
     ) -> None:
-        """Compile the routes, bind and start accepting connections."""
+        """Compile the routes, bind and start accepting connections.
+
+        Raises ``RouteError`` when the metrics path is also a route of the app.
+        """
         loop = asyncio.get_running_loop()
         router = self.app.compile()
+        metrics_path = self.config.metrics_path or self.app.metrics_path
+        if metrics_path is not None:
+            router.add_internal(metrics_path, HandlerTarget(self._metrics_page))
+        self.stats.attach(router)
         self.app._attach_stats(self.stats)
         state = ServerState(router, self.config, self.stats, loop)
         self._state = state
@@ -104,6 +117,11 @@ class Server:
         router.refresh()
         self._schedule_tick(loop)
 
+    def _metrics_page(self, request: Request) -> Response:
+        from . import __version__
+
+        return Response(render_metrics(self.stats.snapshot(), __version__), content_type=CONTENT_TYPE)
+
     def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         # Tick just after each wall-clock second so Date changes when the second does.
         delay = 1.0 - (time.time() % 1.0) + 0.001
@@ -114,12 +132,12 @@ class Server:
         state = self._state
         if state is not None:
             state.router.refresh()
-            state.now = now = loop.time()
+            state.now = now = monotonic_ns()
             for connection in list(state.connections):
                 try:
                     connection.check_timeouts(now)
                 except Exception:
-                    logger.exception("internal error while checking a connection's timeouts")
+                    error_log.exception("internal error while checking a connection's timeouts")
                     connection._abort()
         self._schedule_tick(loop)
 
@@ -183,12 +201,22 @@ class Server:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-        snapshot = self.stats.snapshot()
-        logger.info(
-            "stopped: %d connections, %d requests",
-            snapshot.connections_accepted,
-            snapshot.requests,
-        )
+        logger.info("%s", summary(self.stats.snapshot()))
+
+
+def summary(snapshot: StatsSnapshot) -> str:
+    """The one line logged at exit: what was served and how fast."""
+    latency = snapshot.request_latency
+    lifetime = snapshot.connection_lifetime
+    statuses = ", ".join(f"{count} {name}" for name, count in snapshot.requests_by_status.items() if count)
+    return (
+        f"stopped after {format_duration(snapshot.uptime_seconds * 1e9)}: "
+        f"{snapshot.connections_accepted} connections, {snapshot.requests} requests"
+        + (f" ({statuses})" if statuses else "")
+        + f"; request latency p50 {format_duration(latency.p50_ns)} p99 {format_duration(latency.p99_ns)}"
+        + f"; connection lifetime p50 {format_duration(lifetime.p50_ns)}"
+        + f" p99 {format_duration(lifetime.p99_ns)}"
+    )
 
 
 def _describe(sock: socket.socket) -> str:
