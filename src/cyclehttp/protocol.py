@@ -25,6 +25,13 @@ The handler side is ``_busy`` (the task of the async handler running, or
 None) and ``_queue`` (requests parsed but not yet executed). Reading is paused
 while the queue is full or the transport's write buffer is over its high-water
 mark, so neither can grow without bound.
+
+Every read takes ``monotonic_ns()`` once (``_read_ns``): a request that
+begins in it starts its timeouts and its latency there. Answers to requests
+that began in the current read are counted in ``_batch`` and timed together
+by the one clock read after their write in ``_flush``; any other answer is
+timed when it is produced. A sync handler's time and its request's latency
+end on one clock read after the handler's result is rendered.
 """
 
 from __future__ import annotations
