@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from cyclehttp import App
 from cyclehttp.testing import TestServer, start_test_server
@@ -89,7 +91,9 @@ def mutated_requests(draw: st.DrawFn) -> bytes:
             text = bytes(data)
             if b"Content-Length: " in text:
                 start = text.index(b"Content-Length: ") + len(b"Content-Length: ")
-                end = text.index(b"\r\n", start)
+                end = text.find(b"\r\n", start)
+                if end < 0:  # a truncation cut the line
+                    end = len(text)
                 data[start:end] = draw(st.sampled_from(HUGE_NUMBERS))
             else:
                 head_end = text.find(b"\r\n") + 2
@@ -122,10 +126,18 @@ class Target:
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
     try:
-        server = loop.run_until_complete(start_test_server(App(hello_routes)))
+        # The access log (at INFO, so every line is formatted) and the metrics page are on:
+        # malformed input goes through their code paths too.
+        access = logging.getLogger("cyclehttp.access")
+        level = access.level
+        access.setLevel(logging.INFO)
+        server = loop.run_until_complete(
+            start_test_server(App(hello_routes), access_log=True, metrics_path="/metrics")
+        )
         try:
             yield Target(loop, server)
         finally:
+            access.setLevel(level)
             loop.run_until_complete(server.close())
             leaked = server.server.state.connections
             assert not leaked, f"connections left open after the fuzzing: {leaked}"
@@ -232,6 +244,23 @@ def test_the_server_survived_the_fuzzing(target: Target) -> None:
             await asyncio.sleep(0.01)
 
     target.loop.run_until_complete(asyncio.wait_for(settle(), 5))
+    stats = target.server.stats
+    assert stats.internal_errors == 0
+    assert stats.connections_open == 0
+    assert stats.connections_accepted == stats.connections_closed == stats.connection_lifetime.count
+    # Every answer was timed: the figures agree with each other after any input.
+    assert stats.requests == sum(stats.requests_by_status.values()) > 0
+    assert stats.request_latency.count == stats.requests - stats.limit_hits["max_connections"]
+
+    async def metrics_page() -> str:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(target.server.url + "/metrics")).text
+
+    families = {
+        family.name
+        for family in text_string_to_metric_families(target.loop.run_until_complete(metrics_page()))
+    }
+    assert "cyclehttp_requests" in families
 
 
 # The harness may call shutdown() at any point of a connection's life.
