@@ -1,0 +1,100 @@
+"""Micro-benchmarks of the hot path, in-process: regressions show in seconds, not in a wrk run.
+
+Run: ``pip install '.[bench]' && python -m pytest benchmarks/micro`` (not part of the
+test suite or CI). Each benchmark feeds bytes to an ``HttpProtocol`` over a fake
+transport, or calls the router or a histogram directly, so it measures Python
+time only: no sockets, no kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import uvloop
+
+from cyclehttp.app import App
+from cyclehttp.config import Config
+from cyclehttp.histogram import LogHistogram
+from cyclehttp.metrics import Stats
+from cyclehttp.protocol import HttpProtocol
+from cyclehttp.server import ServerState
+from examples.hello import routes
+
+GET_ROOT = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
+GET_USER = b"GET /users/1 HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
+POST_ECHO = b"POST /echo HTTP/1.1\r\nHost: localhost:8080\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
+
+
+class NullTransport:
+    """Accepts everything, writes nowhere: the protocol's own cost is what remains."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def connection(loop: asyncio.AbstractEventLoop, **options: Any) -> HttpProtocol:
+    router = App(routes).compile()
+    stats = Stats()
+    stats.attach(router)
+    protocol = HttpProtocol(ServerState(router, Config(**options), stats, loop))
+    protocol.connection_made(NullTransport())  # type: ignore[arg-type]
+    return protocol
+
+
+@pytest.mark.parametrize("timing", [True, False], ids=["timing-on", "timing-off"])
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("static keep-alive", GET_ROOT), ("static pipelined x16", GET_ROOT * 16), ("handler json", GET_USER),
+     ("post echo 1KiB", POST_ECHO)],
+    ids=["static", "pipelined16", "json", "echo1k"],
+)  # fmt: skip
+def test_data_received(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, name: str, data: bytes, timing: bool
+) -> None:
+    protocol = connection(loop, timing=timing)
+    benchmark.group = name
+    feed: Callable[[bytes], None] = protocol.data_received
+    benchmark(feed, data)
+    assert protocol._state != 3  # not CLOSING: every request was answered and kept alive
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [(b"GET", b"/"), (b"GET", b"/users/42"), (b"GET", b"/no/such/path"), (b"DELETE", b"/")],
+    ids=["static", "dynamic", "404", "405"],
+)
+def test_router_lookup(benchmark: Any, method: bytes, path: bytes) -> None:
+    router = App(routes).compile()
+    benchmark.group = "router"
+    benchmark(router.lookup, method, path)
+
+
+def test_histogram_record(benchmark: Any) -> None:
+    histogram = LogHistogram()
+    benchmark.group = "histogram"
+    benchmark(histogram.record, 45_000)
