@@ -81,6 +81,7 @@ _PAUSED_WRITE: Final = 1
 _PAUSED_QUEUE: Final = 2
 
 _SLASH: Final = ord("/")
+_QUESTION_MARK: Final = ord("?")
 
 # After an error answer the server shuts its write side and reads (and drops)
 # what the client still sends, for at most this long, before closing: closing
@@ -393,11 +394,10 @@ class HttpProtocol(asyncio.Protocol):
         method = parser.get_method()
         url = self._url
         if url and url[0] == _SLASH:
-            mark = url.find(b"?")
-            if mark < 0:
-                path, query = url, b""
+            if _QUESTION_MARK in url:  # an int needle: a third of the cost of find(b"?")
+                path, _, query = url.partition(b"?")
             else:
-                path, query = url[:mark], url[mark + 1 :]
+                path, query = url, b""
         else:
             path, query = self._absolute_form(url)
         entry = self._static.get(path)

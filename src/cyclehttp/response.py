@@ -89,9 +89,13 @@ class DateClock:
 DATE: Final = DateClock()
 
 
+# json.dumps with arguments builds a new JSONEncoder on every call; this one is built once.
+_JSON_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON, the wire form of dict/list results."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON_ENCODER.encode(value).encode("utf-8")
 
 
 def _has_no_body(status: int) -> bool:

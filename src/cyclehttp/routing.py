@@ -66,6 +66,7 @@ def _encode_path(text: str) -> bytes:
 
 
 _PERCENT: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+_PERCENT_SIGN: Final = ord("%")
 # Bytes a route literal holds unencoded ("/" excluded: %2F must stay in one segment).
 _LITERAL_SAFE: Final = frozenset(
     (_PATH_SAFE.replace("/", "") + string.ascii_letters + string.digits).encode("ascii")
@@ -315,26 +316,29 @@ class Router:
         return self._lookup_dynamic(method, path)
 
     def _lookup_dynamic(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
-        if b"%" in path:
+        escaped = _PERCENT_SIGN in path  # an int: much cheaper than a bytes needle
+        if escaped:
             decoded = _encode_path(unquote(path.decode("ascii", "replace")))
             entry = self.static.get(decoded)
             if entry is not None:
                 return entry.methods.get(method, entry.not_allowed), None
             path = _normalize_path(path)
-        matched: list[PathEntry] = []
+        matched: list[PathEntry] | None = None
         for entry in self.dynamic:
             assert entry.regex is not None
             match = entry.regex.fullmatch(path)
             if match is None:
                 continue
-            params = _convert(entry, match.groups())
+            params = _convert(entry, match.groups(), escaped)
             if params is None:
                 continue
             index = entry.methods.get(method)
             if index is not None:
                 return index, params
+            if matched is None:
+                matched = []
             matched.append(entry)
-        if not matched:
+        if matched is None:
             return NOT_FOUND_INDEX, None
         if len(matched) == 1:
             return matched[0].not_allowed, None
@@ -387,11 +391,16 @@ def _method_not_allowed(allow: str) -> StaticResponse:
     return StaticResponse(error_response(405, headers=[("Allow", allow)]))
 
 
-def _convert(entry: PathEntry, groups: tuple[bytes, ...]) -> dict[str, Any] | None:
+def _convert(entry: PathEntry, groups: tuple[bytes, ...], escaped: bool) -> dict[str, Any] | None:
+    """Converted path parameters, or None when a converter refuses its text (then: no match).
+
+    ``escaped``: the path holds percent-escapes, so each value is unquoted first.
+    """
     params: dict[str, Any] = {}
-    for (name, convert), raw in zip(entry.converters, groups, strict=True):
-        try:
-            params[name] = convert(unquote(raw.decode("ascii")))
-        except ValueError:
-            return None
+    try:
+        for i, (name, convert) in enumerate(entry.converters):
+            text = groups[i].decode("ascii")
+            params[name] = convert(unquote(text) if escaped else text)
+    except ValueError:
+        return None
     return params
