@@ -175,7 +175,8 @@ async def test_counters_after_a_known_sequence(cyclehttp_server: ServerFactory, 
     # Every response was timed; handlers (users x2, error, teapot, sleep, echo) too.
     assert stats.request_latency.count == 18
     assert stats.handler_time.count == 6
-    assert stats.handler_time.max_ns >= 20_000_000  # /sleep awaits 20 ms inside its handler
+    # /sleep awaits 20 ms inside its handler (uvloop's millisecond timers may end it ~1 ms short)
+    assert stats.handler_time.max_ns >= 18_000_000
     assert stats.request_latency.max_ns >= 1_000_000_000  # the 408 waited for the 1 s header timeout
     assert stats.connection_lifetime.count == 6
 
