@@ -569,6 +569,30 @@ async def test_body_sent_to_a_static_route_is_consumed_not_parsed(cyclehttp_raw:
     assert user.json() == {"id": 1}
 
 
+async def test_http10_proxy_connection_keep_alive_is_http10_keep_alive(cyclehttp_raw: Raw) -> None:
+    """llhttp reads Proxy-Connection like Connection: the answer must still be HTTP/1.0 keep-alive."""
+    conn = await cyclehttp_raw()
+    for path in ("/", "/users/3"):
+        await conn.send(f"GET {path} HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n".encode())
+        response = await conn.read_response()
+        assert response.status == 200, response.raw  # no Host needed: HTTP/1.0
+        assert response.header("connection") == "keep-alive"
+    assert not await conn.is_closed_by_peer(timeout=0.1)
+
+
+@pytest.mark.parametrize("header", ["Connection: keep-alive", "Proxy-Connection: keep-alive", ""])
+async def test_http2_request_line_is_505_whatever_its_connection_header(
+    cyclehttp_raw: Raw, header: str
+) -> None:
+    conn = await cyclehttp_raw()
+    await conn.send(
+        b"GET / HTTP/2.0\r\nHost: t\r\n" + (header.encode() + b"\r\n" if header else b"") + b"\r\n"
+    )
+    response = await conn.read_response()
+    assert response.status == 505
+    assert await conn.read_until_closed() == b""
+
+
 async def test_unsupported_http_version_is_505_then_close(cyclehttp_raw: Raw) -> None:
     conn = await cyclehttp_raw()
     await conn.send(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n")

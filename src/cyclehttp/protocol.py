@@ -133,6 +133,7 @@ class HttpProtocol(asyncio.Protocol):
         "_body_bytes",
         "_busy",
         "_close_after_flush",
+        "_connection_header",
         "_draining",
         "_fresh",
         "_handler_time",
@@ -217,6 +218,7 @@ class HttpProtocol(asyncio.Protocol):
         self._mode = KEEP_ALIVE
         self._head = False
         self._hosts = 0
+        self._connection_header = False
         self._head_bytes = 0
         self._partial = 0
         self._body_bytes = 0
@@ -336,6 +338,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._hosts = 0
+        self._connection_header = False
         self._head_bytes = 0
         self._partial = 0
         self._body_bytes = 0
@@ -365,6 +368,10 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
         elif size == 17 and name.lower() == b"transfer-encoding":
             self._check_transfer_encoding(value)
+        elif (size == 10 and name.lower() == b"connection") or (
+            size == 16 and name.lower() == b"proxy-connection"  # llhttp reads both alike
+        ):
+            self._connection_header = True
 
     def _check_transfer_encoding(self, value: bytes) -> None:
         """Only one ``Transfer-Encoding: chunked`` is accepted (RFC 9112 sections 6.1, 7).
@@ -382,7 +389,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps a request without a Connection (or Proxy-Connection) header
+        # alive only for HTTP/1.1 (of the versions it accepts: 0.9, 1.0, 1.1, 2.0),
+        # so the version is known without get_http_version(), which formats a new
+        # str on each call.
+        version = "1.1" if keep_alive and not self._connection_header else parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version == "0.9":
                 raise _Reject(400, "HTTP/0.9 requests are not supported")
@@ -406,7 +418,7 @@ class HttpProtocol(asyncio.Protocol):
             self._params = None
         else:
             self._index, self._params = self._server.router._lookup_dynamic(method, path)
-        if parser.should_keep_alive() and not self._draining:
+        if keep_alive and not self._draining:
             self._mode = KEEP_ALIVE if version == "1.1" else KEEP_ALIVE_HTTP10
         else:
             self._mode = CLOSE
