@@ -93,7 +93,7 @@ _HISTOGRAMS: Final = (
     ("request", "cyclehttp_request_duration_seconds",
      "First byte of a request to its response handed to the transport.", REQUEST_BOUNDS),
     ("handler", "cyclehttp_handler_duration_seconds",
-     "Time inside user handlers, awaits included.", REQUEST_BOUNDS),
+     "A user handler's call to its rendered result, awaits included.", REQUEST_BOUNDS),
     ("connection", "cyclehttp_connection_duration_seconds",
      "Connection lifetime, accept to close.", CONNECTION_BOUNDS),
 )  # fmt: skip
