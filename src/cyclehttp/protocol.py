@@ -222,7 +222,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._partial = 0
         self._body_bytes = 0
-        self._since = server.now
+        self._since = 0  # set by connection_made, then by requests and answers
         self._fresh = True
         self._linger = False
 
@@ -233,6 +233,8 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         server = self._server
         self._stats.connections_accepted += 1
+        if self._access is not None:
+            self._peer = _peer_host(transport)
         if len(server.connections) >= server.config.max_connections:
             self._state = CLOSING
             data = error_response(503, "Too many connections").render(CLOSE, False)
@@ -241,12 +243,9 @@ class HttpProtocol(asyncio.Protocol):
             self._stats.refused("max_connections", 503)
             self._stats.bytes_sent += len(data)
             if self._access is not None:
-                self._peer = _peer_host(transport)
-                self._access.log(self._peer, None, 503, len(data) - data.index(b"\r\n\r\n") - 4, 0)
+                self._access.log(self._peer, None, 503, _body_size(data), 0)
             return
         server.connections.add(self)
-        if self._access is not None:
-            self._peer = _peer_host(transport)
         self._since = self._started_ns
         if server.draining:  # accepted just before the listener closed
             self._draining = True
@@ -500,7 +499,7 @@ class HttpProtocol(asyncio.Protocol):
             self._out.append(target)
             self._sent(CLOSE, len(target), start)
             if self._access is not None:
-                self._log_access(None, int(target[9:12]), len(target) - target.index(b"\r\n\r\n") - 4, start)
+                self._log_access(None, int(target[9:12]), _body_size(target), start)
         else:
             assert request is not None
             self._call(target, request, mode, head, start)
@@ -586,7 +585,7 @@ class HttpProtocol(asyncio.Protocol):
         self._out.append(data)
         self._sent(mode, len(data), 0 if timed else start)
         if self._access is not None:
-            self._log_access(request, int(data[9:12]), len(data) - data.index(b"\r\n\r\n") - 4, start)
+            self._log_access(request, int(data[9:12]), _body_size(data), start)
 
     def _log_access(self, request: Request | None, status: int, size: int, start: int) -> None:
         assert self._access is not None
@@ -773,3 +772,8 @@ def _peer_host(transport: asyncio.BaseTransport) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return "-"
+
+
+def _body_size(message: bytes) -> int:
+    """Body bytes of a rendered response (what the access log's size field counts)."""
+    return len(message) - message.index(b"\r\n\r\n") - 4

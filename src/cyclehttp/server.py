@@ -39,7 +39,7 @@ error_log = logging.getLogger("cyclehttp.error")
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("access_log", "config", "connections", "draining", "loop", "now", "router", "stats")
+    __slots__ = ("access_log", "config", "connections", "draining", "loop", "router", "stats")
 
     def __init__(self, router: Router, config: Config, stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
         self.router = router
@@ -49,7 +49,6 @@ class ServerState:
         self.access_log = AccessLog() if config.access_log else None
         self.connections: set[HttpProtocol] = set()
         self.draining = False
-        self.now = monotonic_ns()  # refreshed every tick: the coarse clock of the timeouts
 
 
 class Server:
@@ -132,7 +131,7 @@ class Server:
         state = self._state
         if state is not None:
             state.router.refresh()
-            state.now = now = monotonic_ns()
+            now = monotonic_ns()
             for connection in list(state.connections):
                 try:
                     connection.check_timeouts(now)
