@@ -466,13 +466,14 @@ class HttpProtocol(asyncio.Protocol):
             and not self._draining
         ):
             # The common case, _execute and _sent inlined: a static answer with nothing ahead of it.
-            target.hits += 1
-            data = target.head_buffers[mode] if self._head else target.buffers[mode]
+            static: StaticResponse = target  # type: ignore[assignment]  # no _body: not a handler
+            static.hits += 1
+            data = static.head_buffers[mode] if self._head else static.buffers[mode]
             self._out.append(data)
             self._out_size += len(data)
-            if target.split and not self._head:
-                self._out.append(target.body)
-                self._out_size += len(target.body)
+            if static.split and not self._head:
+                self._out.append(static.body)
+                self._out_size += len(static.body)
             if self._timed:
                 if self._begin_ns == self._read_ns:
                     self._batch += 1
