@@ -1,16 +1,19 @@
-"""cyclehttp side by side with its peers: a bare uvloop+httptools floor, nginx, uvicorn and granian.
+"""cyclehttp side by side with its peers: a bare uvloop+httptools floor, nginx, uvicorn, granian, socketify.
 
 Usage: python benchmarks/peers.py [--rounds 3] [--duration 5]
-                                  [--servers cyclehttp,bare,nginx,uvicorn,granian]
+                                  [--servers cyclehttp,bare,nginx,uvicorn,granian,socketify]
                                   [--modes keepalive,close,pipelined,json,echo] [--json OUT]
+                                  [--chart OUT.png]
 
 Every server answers the same bodies: ``GET /`` ``Hello, World!`` (text/plain),
 ``GET /users/1`` ``{"id":1}`` (application/json), ``POST /echo`` the request body.
 cyclehttp serves examples/hello.py with the metrics page on; ``bare``
 (benchmarks/peers/bare.py) is the floor: uvloop + httptools and nothing else;
-uvicorn and granian serve the raw ASGI app benchmarks/peers/asgi_app.py; nginx
-serves only ``GET /`` (``return 200``), so its json and echo cells show "-"; its
-keepalive_requests is raised so that it keeps connections open as the others do.
+uvicorn and granian serve the raw ASGI app benchmarks/peers/asgi_app.py;
+socketify (uWebSockets under Python) serves benchmarks/peers/socketify_app.py,
+written to its own API, in one process; nginx serves only ``GET /`` (``return
+200``), so its json and echo cells show "-"; its keepalive_requests is raised so
+that it keeps connections open as the others do.
 
 Each server is pinned to core 0 and loaded by ``wrk -t1 -c64 --latency`` pinned
 to core 1. Modes: keepalive (GET /), close (GET /, close.lua), pipelined (GET /,
@@ -25,11 +28,13 @@ of the process tree, i.e. nginx's and granian's worker).
 Rounds are interleaved: each round starts every server once, then for each mode
 loads the servers in turn (A B C A B C ...), so slow drifts of the machine hit
 all servers alike; the figures shown are medians over rounds. Whatever a server
-or a run fails with is shown in its cell, and the harness goes on.
+or a run fails with is shown in its cell, and the harness goes on. ``--chart``
+draws the medians (req/s per mode and server) into a PNG with
+benchmarks/peers/chart.py.
 
-Installs what it lacks: wrk and nginx-light with apt-get, and uvicorn and
-granian in their own venv (benchmarks/.venv-peers), never into the project.
-Never run in CI.
+Installs what it lacks: wrk and nginx-light with apt-get, and uvicorn, granian,
+socketify and matplotlib (for the chart) in their own venv
+(benchmarks/.venv-peers), never into the project. Never run in CI.
 """
 
 from __future__ import annotations
@@ -61,7 +66,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 PEERS = BENCH / "peers"
 VENV = BENCH / ".venv-peers"
-VENV_PACKAGES = ("uvicorn==0.54.0", "httptools", "uvloop", "granian==2.8.7")
+VENV_PACKAGES = (
+    "uvicorn==0.54.0",
+    "httptools",
+    "uvloop",
+    "granian==2.8.7",
+    "socketify==0.0.31",
+    "matplotlib==3.11.2",
+)
+VENV_SERVERS = frozenset({"uvicorn", "granian", "socketify"})
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 SERVER_CORE = "0"
 WRK_CORE = "1"
@@ -229,6 +242,13 @@ def command_granian(port: int, workdir: Path) -> list[str]:
     return [*granian, *options, "--working-dir", str(PEERS), "asgi_app:app"]
 
 
+def command_socketify(port: int, workdir: Path) -> list[str]:
+    """socketify's own App (uWebSockets), one process and one thread, plain (not async) handlers.
+    Its loop polls uWebSockets from asyncio's call_soon while busy, so it takes its whole core under
+    load whatever the work: its us/req is about 1e6 / req/s, not what a request costs it."""
+    return [str(venv_python()), str(PEERS / "socketify_app.py"), "--port", str(port)]
+
+
 @dataclass(frozen=True)
 class Server:
     """A peer: how to start it, and which modes it serves."""
@@ -246,6 +266,11 @@ SERVERS = {
         Server("nginx", command_nginx, frozenset({"keepalive", "close", "pipelined"})),
         Server("uvicorn", command_uvicorn),
         Server("granian", command_granian),
+        # All modes. In close mode socketify closes after its answer, as it must, but does not say
+        # "Connection: close" in it: wrk takes the connection as kept alive, sends on it, reads the
+        # end and counts a read error before it reconnects, so its close cell shows about one socket
+        # error per request. The figures are still those of one connection per request.
+        Server("socketify", command_socketify),
     )
 }
 
@@ -612,13 +637,19 @@ def print_batch_means(summary: dict[str, dict[str, Any]]) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """A figure for cyclehttp: a metric of a mode, divided by a peer's (or absolute if peer is None)."""
+    """A figure for cyclehttp: a metric of a mode, divided by a peer's (or absolute if peer is None).
+    The peer's figure is from the same mode, or from peer_mode when given."""
 
     label: str
     mode: str
     metric: str
     peer: str | None
     unit: str = "x"
+    peer_mode: str | None = None
+
+    @property
+    def their_mode(self) -> str:
+        return self.peer_mode or self.mode
 
 
 TARGETS = (
@@ -627,6 +658,7 @@ TARGETS = (
     Target("pipelined req/s", "pipelined", "rps", None, "req/s"),
     Target("close req/s / nginx", "close", "rps", "nginx"),
     Target("json req/s / uvicorn", "json", "rps", "uvicorn"),
+    Target("json req/s / socketify GET /", "json", "rps", "socketify", peer_mode="keepalive"),
     Target("echo req/s / uvicorn", "echo", "rps", "uvicorn"),
     Target("peak RSS", "", "rss_mib", None, "MiB"),
 )
@@ -645,7 +677,7 @@ def round_ratios(rounds: list[dict[str, Any]], target: Target) -> list[float]:
     assert target.peer is not None
     for report in rounds:
         ours = figure(report.get("cyclehttp", {}).get("modes", {}).get(target.mode), target.metric)
-        theirs = figure(report.get(target.peer, {}).get("modes", {}).get(target.mode), target.metric)
+        theirs = figure(report.get(target.peer, {}).get("modes", {}).get(target.their_mode), target.metric)
         if ours is not None and theirs:
             ratios.append(ours / theirs)
     return ratios
@@ -663,7 +695,7 @@ def target_value(summary: dict[str, dict[str, Any]], target: Target) -> Cell:
     value = figure(ours[target.mode], target.metric)
     if target.peer is None or value is None:
         return {"value": value} if value is not None else {"missing": "cyclehttp has no figures"}
-    peer = figure(summary.get(target.peer, {}).get(target.mode), target.metric)
+    peer = figure(summary.get(target.peer, {}).get(target.their_mode), target.metric)
     if not peer:
         return {"missing": f"{target.peer} has no figures"}
     return {"value": value / peer}
@@ -684,7 +716,7 @@ def ratio_lines(summary: dict[str, dict[str, Any]], rounds: list[dict[str, Any]]
             text = f"{result['value']:,.{precision}f} {target.unit}"
         else:
             text = f"- ({result['missing']})"
-        lines.append(f"  {target.label:26s} {text}")
+        lines.append(f"  {target.label:29s} {text}")
         data[target.label] = result
     return lines, data
 
@@ -741,6 +773,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in run order")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated")
     parser.add_argument("--json", type=Path, help="also write every round's figures and the medians here")
+    parser.add_argument("--chart", type=Path, help="also draw the median req/s into this PNG")
     args = parser.parse_args()
     args.servers = choices(parser, "--servers", args.servers, SERVERS)
     args.modes = choices(parser, "--modes", args.modes, MODES)
@@ -774,7 +807,7 @@ def sigterm_as_exit() -> Iterator[None]:
 def main() -> None:
     args = parse_args()
     ensure_system_tools(args.servers)
-    if {"uvicorn", "granian"} & set(args.servers):
+    if VENV_SERVERS & set(args.servers) or args.chart:
         ensure_venv()
     estimate = estimate_seconds(args.servers, args.modes, args.rounds, args.duration)
     shape = f"{args.rounds} rounds x {len(args.modes)} modes x {len(args.servers)} servers"
@@ -791,19 +824,26 @@ def main() -> None:
     print("\n".join(lines))
     elapsed = time.monotonic() - began
     print(f"\ntook {elapsed / 60:.1f} min")
+    if not args.json and not args.chart:
+        return
+    report = json_report(args, rounds, summary, ratios, elapsed)
     if args.json:
-        write_json(args, rounds, summary, ratios, elapsed)
+        write_json(report, args.json)
+    if args.chart:
+        with tempfile.TemporaryDirectory(prefix="cyclehttp-peers-chart-") as tmp:
+            results = args.json or write_json(report, Path(tmp) / "results.json", quiet=True)
+            draw_chart(results, args.chart)
 
 
-def write_json(
+def json_report(
     args: argparse.Namespace,
     rounds: list[dict[str, Any]],
     summary: dict[str, dict[str, Any]],
     ratios: Cell,
     elapsed: float,
-) -> None:
+) -> dict[str, Any]:
     """Every round's raw figures, the medians and the targets, with the machine and versions."""
-    report = {
+    return {
         "environment": environment(),
         "config": {
             "rounds": args.rounds,
@@ -820,9 +860,24 @@ def write_json(
         "targets": ratios,
         "elapsed_s": round(elapsed, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+
+
+def write_json(report: dict[str, Any], path: Path, quiet: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    if not quiet:
+        print(f"wrote {path}")
+    return path
+
+
+def draw_chart(results: Path, out: Path) -> None:
+    """Run benchmarks/peers/chart.py with the venv's python (it has matplotlib) on a results JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(venv_python()), str(PEERS / "chart.py"), str(results), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"chart.py exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+    print(f"wrote chart {out}")
 
 
 if __name__ == "__main__":
