@@ -200,6 +200,24 @@ async def test_failing_handler_is_500_and_the_same_connection_keeps_serving(
     assert any("failed" in record.getMessage() for record in caplog.records)
 
 
+async def test_handler_result_that_is_not_json_is_500_and_the_next_request_is_served(
+    cyclehttp_server: ServerFactory,
+) -> None:
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    app = App([("GET", "/circular", lambda request: circular), ("GET", "/fine", lambda request: {"ok": 1})])
+    server = await cyclehttp_server(app)
+    async with await server.raw() as connection:
+        await connection.send(
+            b"GET /circular HTTP/1.1\r\nHost: t\r\n\r\nGET /fine HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        failed, fine = await connection.read_responses(2, timeout=5)
+    assert failed.status == 500
+    assert failed.body == b"Internal Server Error"
+    assert (fine.status, fine.body) == (200, b'{"ok":1}')
+    assert server.stats.handler_exceptions == 1
+
+
 async def test_async_handler_answers_after_it_awaits(cyclehttp_raw: Raw) -> None:
     conn = await cyclehttp_raw()
     await conn.send(get("/sleep/20"))

@@ -81,7 +81,7 @@ def test_constructors() -> None:
 
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(),
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
         lambda c: st.lists(c) | st.dictionaries(st.text(), c),
     )
 )
@@ -89,6 +89,22 @@ def test_json_is_compact_and_round_trips(value: object) -> None:
     body = Response.json(value).body
     assert json.loads(body) == value
     assert body == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if isinstance(value, (dict, list)):  # a handler's dict or list result is the same JSON
+        assert render_result(value, KEEP_ALIVE, False).endswith(b"\r\n\r\n" + body)
+
+
+def test_json_of_a_value_it_cannot_encode_raises_and_leaves_the_encoder_usable() -> None:
+    shared = {"shared": [1, 2]}
+    circular: dict[str, object] = {"shared": shared}
+    circular["self"] = circular
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        Response.json({"shared": shared, "bad": object()})
+    with pytest.raises(RecursionError):
+        Response.json(circular)
+    # Nothing of the failed calls is remembered: the same objects encode again.
+    expected = b'{"again":{"shared":[1,2]},"twice":{"shared":[1,2]}}'
+    assert Response.json({"again": shared, "twice": shared}).body == expected
+    assert Response.json([float("inf"), -0.0, 1e300]).body == b"[Infinity,-0.0,1e+300]"
 
 
 def test_headers_from_mapping_and_pairs() -> None:

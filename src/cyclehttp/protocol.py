@@ -58,6 +58,7 @@ from .response import (
     CLOSE,
     KEEP_ALIVE,
     KEEP_ALIVE_HTTP10,
+    Response,
     StaticResponse,
     error_response,
     render_result,
@@ -120,6 +121,9 @@ class _Reject(Exception):
 
 
 _INTERNAL_ERROR: Final = error_response(500)
+
+# What sync handlers return most; none of these is awaitable, so no inspect.isawaitable call.
+_PLAIN_RESULTS: Final = frozenset({dict, list, str, bytes, Response})
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -537,7 +541,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             data = self._handler_failed(exc, target, request, mode, head)
         else:
-            if target.is_async or inspect.isawaitable(result):
+            if target.is_async or (result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result)):
                 self._busy = self._loop.create_task(
                     self._call_async(result, target, request, mode, head, start, called)
                 )

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Final
 
 __all__ = [
@@ -89,13 +90,25 @@ class DateClock:
 DATE: Final = DateClock()
 
 
-# json.dumps with arguments builds a new JSONEncoder on every call; this one is built once.
 _JSON_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+# JSONEncoder.encode builds a new C encoder for every call, which costs twice
+# the encoding of a small dict; this one is built once, with the same settings.
+# No circular-reference markers: a shared markers dict would keep stale ids after
+# an error and is not safe across threads; a circular value still fails, with
+# RecursionError instead of ValueError.
+_C_ENCODER: Final = (
+    c_make_encoder(None, _JSON_ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON, the wire form of dict/list results."""
-    return _JSON_ENCODER.encode(value).encode("utf-8")
+    if _C_ENCODER is None:
+        return _JSON_ENCODER.encode(value).encode("utf-8")
+    return "".join(_C_ENCODER(value, 0)).encode("utf-8")
 
 
 def _has_no_body(status: int) -> bool:
@@ -228,6 +241,11 @@ def render_result(result: object, mode: int, head: bool) -> bytes:
     ``bytes`` as application/octet-stream. Anything else is a TypeError that
     names the accepted types (the caller answers 500).
     """
+    kind = result.__class__  # the exact types first: no isinstance chain for the common results
+    if kind is dict or kind is list:
+        return render(200, _JSON_BLOCK, json_bytes(result), mode, head)
+    if kind is bytes:
+        return render(200, _BYTES_BLOCK, result, mode, head)  # type: ignore[arg-type]  # it is bytes
     if isinstance(result, Response):
         return render(result.status, result._header_block, result.body, mode, head)
     if isinstance(result, (dict, list)):
