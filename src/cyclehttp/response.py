@@ -214,7 +214,7 @@ class Response:
 
 
 def render(status: int, header_block: bytes, body: bytes, mode: int, head: bool) -> bytes:
-    if _has_no_body(status):
+    if status < 200 or status == 204 or status == 304:  # _has_no_body, inlined: once per handler answer
         return b"".join((STATUS_LINES[status], DATE.line, header_block, CONNECTION_LINES[mode], b"\r\n"))
     return b"".join(
         (
