@@ -83,6 +83,7 @@ class AccessLog:
         if request is None:
             request_line = referer = agent = "-"
         else:
+            client = request._log_client(client)  # behind a trusted proxy: the client it names
             target = request.raw_path.decode("latin-1")
             query = request.query_string
             if query:

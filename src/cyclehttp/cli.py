@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ from .accesslog import ACCESS_LOGGER
 from .app import App
 from .config import DEFAULTS, Config
 from .errors import RouteError
+from .listeners import ListenError, close_listeners, open_listeners
+from .workers import BALANCES, DEFAULT_BALANCE
 
-__all__ = ["TargetError", "build_parser", "load_app", "main"]
+__all__ = ["TargetError", "build_parser", "load_app", "main", "serve_sockets"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -38,7 +41,14 @@ OPTION_HELP = {
     "timing": "time requests and handlers (connections are always timed)",
     "access_log": "log one line per response to the cyclehttp.access logger (stdout)",
     "metrics_path": "serve the Prometheus metrics page on this path, e.g. /metrics",
+    "proxy_headers": "believe X-Forwarded-For/-Proto/-Host and Forwarded from --forwarded-allow-ips peers "
+    "(request.client, scheme, host and the access log show the client)",
+    "forwarded_allow_ips": "comma-separated proxy addresses and CIDR networks whose proxy headers "
+    "are believed; 'unix' trusts Unix-socket peers, '*' any peer",
 }
+
+# Options shown under "behind a reverse proxy" in --help (the others by their kind).
+PROXY_OPTIONS = frozenset({"proxy_headers", "forwarded_allow_ips"})
 
 
 class TargetError(Exception):
@@ -121,6 +131,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fd(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a file descriptor number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a file descriptor number >= 0, got {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a count >= 1, or ``0``/``auto`` for one per CPU."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes or 'auto' (one per CPU), got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes >= 1, or 0/auto for one per CPU, got {value}"
+        )
+    return value if value > 0 else os.cpu_count() or 1
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -150,16 +187,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port to bind (default: 8000)")
+    parser.add_argument(
+        "--uds",
+        metavar="PATH",
+        help="listen on a Unix socket at PATH instead of --host/--port (mode 0660; "
+        "a stale socket file is replaced, anything else there is refused)",
+    )
+    parser.add_argument(
+        "--fd",
+        type=_fd,
+        metavar="N",
+        help="serve on the inherited listening socket with file descriptor N (TCP or Unix) "
+        "instead of --host/--port. systemd socket activation (LISTEN_FDS) is used automatically",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=_positive_int,
+        default=2048,
+        metavar="N",
+        help="listen queue length of the socket cyclehttp binds (default: 2048). An inherited "
+        "socket (--fd, systemd) was already listening, but the event loop calls listen(N) on it "
+        "again, so N becomes its queue length too",
+    )
     parser.add_argument("--factory", action="store_true", help="call module:attr to get the App")
     parser.add_argument("--app-dir", default=".", help="directory added to sys.path first (default: .)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default: info)")
+    processes = parser.add_argument_group("worker processes")
+    processes.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="serve with N worker processes under a supervisor that restarts them; "
+        "0 or 'auto': one per CPU (default: 1, a single process and no supervisor)",
+    )
+    processes.add_argument(
+        "--balance",
+        choices=BALANCES,
+        default=None,
+        help="how connections reach the workers: 'reuseport', one SO_REUSEPORT socket per worker "
+        "(the kernel spreads connections evenly); 'shared', one socket all workers accept on "
+        f"(default: {DEFAULT_BALANCE} for --host/--port, shared for --uds, --fd and systemd)",
+    )
     limits = parser.add_argument_group("limits and timeouts")
     observing = parser.add_argument_group("metrics and logs")
+    proxy = parser.add_argument_group("behind a reverse proxy")
     for field in fields(Config):
         default = getattr(DEFAULTS, field.name)
         flag = "--" + field.name.replace("_", "-")
         if isinstance(default, bool):
-            observing.add_argument(
+            (proxy if field.name in PROXY_OPTIONS else observing).add_argument(
                 flag if not default else "--no-" + flag[2:],
                 dest=field.name,
                 action="store_false" if default else "store_true",
@@ -168,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         if default is None:
             observing.add_argument(flag, type=_path, metavar="PATH", help=OPTION_HELP[field.name])
+            continue
+        if isinstance(default, str):  # checked by Config: a bad value exits 2 with its message
+            (proxy if field.name in PROXY_OPTIONS else observing).add_argument(
+                flag, default=default, metavar="LIST", help=f"{OPTION_HELP[field.name]} (default: {default})"
+            )
             continue
         is_seconds = isinstance(default, float)
         limits.add_argument(
@@ -208,19 +290,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
+    reuse_port = args.workers > 1 and _reuse_port(args)
+    try:
+        socks = open_listeners(
+            host=args.host,
+            port=args.port,
+            uds=args.uds,
+            fd=args.fd,
+            backlog=args.backlog,
+            reuse_port=reuse_port,
+        )
+    except ListenError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cyclehttp: error: cannot listen on {_where(args)}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.workers > 1:
+            return _serve_workers(app, config, socks, args, reuse_port)
+        return serve_sockets(app, config, socks, backlog=args.backlog)
+    finally:
+        close_listeners(socks)
+
+
+def _reuse_port(args: argparse.Namespace) -> bool:
+    """Whether workers get one SO_REUSEPORT socket each (only for a TCP socket cyclehttp binds)."""
+    if args.balance is not None:
+        return bool(args.balance == "reuseport")  # with --uds/--fd: open_listeners says why not
+    bound_here = args.uds is None and args.fd is None and "LISTEN_FDS" not in os.environ
+    return DEFAULT_BALANCE == "reuseport" and bound_here
+
+
+def _serve_workers(
+    app: App, config: Config, socks: Sequence[socket.socket], args: argparse.Namespace, reuse_port: bool
+) -> int:
+    """``--workers N`` with N > 1: a supervisor forks the workers (cyclehttp.workers)."""
+    from .workers import run_workers
+
+    try:
+        return run_workers(
+            app,
+            config,
+            socks,
+            workers=args.workers,
+            reuse_port=reuse_port,
+            host=args.host,
+            backlog=args.backlog,
+        )
+    except RouteError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    except ListenError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cyclehttp: error: cannot listen on {_where(args)} for every worker: {exc}", file=sys.stderr)
+        return 1
+
+
+def serve_sockets(app: App, config: Config, socks: Sequence[socket.socket], *, backlog: int = 2048) -> int:
+    """Serve ``app`` on listening ``socks`` on uvloop until SIGINT/SIGTERM; returns the exit status.
+
+    The sockets stay open: whoever opened them closes them. This is the whole of serving
+    once the listeners exist, so a worker process given its supervisor's sockets calls it too.
+    """
     import uvloop
 
     from .server import Server
 
     try:
-        uvloop.run(Server(app, config).serve(args.host, args.port))
+        uvloop.run(Server(app, config).serve(socks=socks, backlog=backlog))
     except RouteError as exc:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"cyclehttp: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"cyclehttp: error: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _where(args: argparse.Namespace) -> str:
+    """What the user asked to listen on, for an error message."""
+    if args.fd is not None:
+        return f"fd {args.fd}"
+    if args.uds is not None:
+        return f"unix:{args.uds}"
+    return f"{args.host}:{args.port}"
 
 
 def _log_access_to_stdout() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
+from .proxy import trusted_proxies
+
 __all__ = ["DEFAULTS", "Config"]
 
 # h11's DEFAULT_MAX_INCOMPLETE_EVENT_SIZE is 16 KiB (its comment: node 80 KiB,
@@ -45,6 +47,9 @@ DEFAULT_MAX_PIPELINED_REQUESTS: Final = 32
 # 30 s that Kubernetes and systemd give a process between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT: Final = 10.0
 
+# Proxy headers are believed from these peers only (uvicorn's default too; gunicorn adds ::1).
+DEFAULT_FORWARDED_ALLOW_IPS: Final = "127.0.0.1"
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -65,6 +70,11 @@ class Config:
     benchmarks/; connection timing and counters stay on without it).
     ``access_log``: log one line per response to ``cyclehttp.access``.
     ``metrics_path``: serve the Prometheus metrics page on this path.
+    ``proxy_headers``: believe ``X-Forwarded-For``/``-Proto``/``-Host`` and
+    ``Forwarded`` (``request.client``, ``scheme``, ``host``; the access log)
+    when the socket's peer is one of ``forwarded_allow_ips``: comma-separated
+    IP addresses and CIDR networks, ``unix`` for peers on a Unix socket,
+    ``*`` for any peer (see cyclehttp.proxy).
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
@@ -79,6 +89,9 @@ class Config:
     timing: bool = True
     access_log: bool = False
     metrics_path: str | None = None
+    proxy_headers: bool = False
+    # Only the local machine, as uvicorn: a proxy elsewhere must be named.
+    forwarded_allow_ips: str = DEFAULT_FORWARDED_ALLOW_IPS
 
     def __post_init__(self) -> None:
         for name in (
@@ -98,12 +111,18 @@ class Config:
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
             if getattr(self, name) == 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
-        for name in ("timing", "access_log"):
+        for name in ("timing", "access_log", "proxy_headers"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         path = self.metrics_path
         if path is not None and (not isinstance(path, str) or not path.startswith("/") or "?" in path):
             raise ValueError(f"metrics_path must be a path starting with '/', e.g. '/metrics', got {path!r}")
+        if not isinstance(self.forwarded_allow_ips, str):
+            raise ValueError(
+                f"forwarded_allow_ips must be a str such as '127.0.0.1,10.0.0.0/8', "
+                f"got {self.forwarded_allow_ips!r}"
+            )
+        trusted_proxies(self.forwarded_allow_ips)  # ValueError naming the bad entry
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Config:

@@ -35,6 +35,7 @@ __all__ = [
     "RouteCount",
     "Stats",
     "StatsSnapshot",
+    "WorkerFigures",
     "format_duration",
 ]
 
@@ -92,6 +93,28 @@ class StatsSnapshot:
     connection_lifetime: HistogramSnapshot
     request_latency: HistogramSnapshot
     handler_time: HistogramSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    """One worker process of a ``--workers N`` server, as the metrics page shows it.
+
+    The figures of a worker slot are cumulative over the processes that held
+    it (a restarted worker continues from its predecessor's last published
+    counts), so they never go backwards.
+    """
+
+    index: int
+    """The worker's slot, ``0 .. N-1``; stable across restarts."""
+    pid: int
+    """The process serving the slot now (or last, until its replacement publishes)."""
+    starts: int
+    """Processes that have held the slot: 1 + restarts."""
+    requests: int
+    """Responses sent by the slot's processes."""
+    connections_open: int
+    age_seconds: float
+    """Seconds since these figures were published (0 for the worker rendering the page)."""
 
 
 class Stats:

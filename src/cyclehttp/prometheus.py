@@ -10,11 +10,11 @@ estimates go in ``cyclehttp_duration_stat_seconds``, for readers (such as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from .histogram import HistogramSnapshot
-from .metrics import StatsSnapshot
+from .metrics import StatsSnapshot, WorkerFigures
 
 __all__ = ["CONTENT_TYPE", "bucket_bounds", "render_metrics"]
 
@@ -99,8 +99,13 @@ _HISTOGRAMS: Final = (
 )  # fmt: skip
 
 
-def render_metrics(snapshot: StatsSnapshot, version: str) -> str:
-    """The whole metrics page for ``snapshot``."""
+def render_metrics(snapshot: StatsSnapshot, version: str, workers: Sequence[WorkerFigures] = ()) -> str:
+    """The whole metrics page for ``snapshot``.
+
+    ``workers`` (a ``--workers N`` server; ``snapshot`` is then every worker's
+    figures merged) adds the per-worker families at the end; a single-process
+    server's page is unchanged.
+    """
     page = _Page()
     page.family("cyclehttp_info", "gauge", "The cyclehttp version serving.")
     page.sample("cyclehttp_info", 1, version=version)
@@ -183,5 +188,34 @@ def render_metrics(snapshot: StatsSnapshot, version: str) -> str:
             ("max", histogram.max_ns),
         ):
             page.sample("cyclehttp_duration_stat_seconds", _seconds(ns), histogram=key, stat=stat)
+    if workers:
+        _worker_families(page, workers)
     page.lines.append("")
     return "\n".join(page.lines)
+
+
+def _worker_families(page: _Page, workers: Sequence[WorkerFigures]) -> None:
+    page.single("cyclehttp_workers", "gauge", "Worker processes of this server (--workers).", len(workers))
+    page.family("cyclehttp_worker_info", "gauge", "The process serving each worker slot now.")
+    for w in workers:
+        page.sample("cyclehttp_worker_info", 1, worker=str(w.index), pid=str(w.pid))
+    families = (
+        ("cyclehttp_worker_requests_total", "counter", "Responses sent by each worker slot.", "requests"),
+        (
+            "cyclehttp_worker_connections_open",
+            "gauge",
+            "Connections open now, by worker.",
+            "connections_open",
+        ),
+        ("cyclehttp_worker_starts_total", "counter", "Processes started for each worker slot.", "starts"),
+        (
+            "cyclehttp_worker_figures_age_seconds",
+            "gauge",
+            "Age of each worker's figures on this page (published once a second).",
+            "age_seconds",
+        ),
+    )
+    for name, kind, help_text, attribute in families:
+        page.family(name, kind, help_text)
+        for w in workers:
+            page.sample(name, getattr(w, attribute), worker=str(w.index))

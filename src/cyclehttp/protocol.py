@@ -53,6 +53,7 @@ from httptools import (
 
 from .errors import HTTPError
 from .metrics import PARSE_ERROR
+from .proxy import ProxyContext, trusted_proxies
 from .request import Request
 from .response import (
     CLOSE,
@@ -166,6 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         "_query",
         "_queue",
         "_read_ns",
+        "_request_transport",
         "_server",
         "_since",
         "_started_ns",
@@ -200,6 +202,7 @@ class HttpProtocol(asyncio.Protocol):
         self._batch = 0
         self._state = IDLE
         self._transport: asyncio.Transport | None = None
+        self._request_transport: asyncio.BaseTransport | ProxyContext | None = None
         self._parser = HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._out: list[bytes] = []
@@ -236,6 +239,14 @@ class HttpProtocol(asyncio.Protocol):
         self._started_ns = monotonic_ns()
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         server = self._server
+        # What Requests get as their transport: with proxy headers on, a stand-in that
+        # also knows whom to trust, built once per connection (nothing per request).
+        config = server.config
+        self._request_transport = (
+            ProxyContext(transport, trusted_proxies(config.forwarded_allow_ips))
+            if config.proxy_headers
+            else transport
+        )
         self._stats.connections_accepted += 1
         if self._access is not None:
             self._peer = _peer_host(transport)
@@ -498,7 +509,7 @@ class HttpProtocol(asyncio.Protocol):
                 b"".join(self._body),
                 self._params,
                 self._version,
-                self._transport,
+                self._request_transport,
             )
             self._body = None
         if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:

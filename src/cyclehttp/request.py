@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from .errors import HTTPError
+from .proxy import ProxyContext
 
 if TYPE_CHECKING:
     import asyncio
@@ -104,14 +105,18 @@ class Request:
     """One HTTP request, as a handler sees it.
 
     ``method``, ``params`` and ``body`` are plain attributes; ``path``,
-    ``query``, ``headers`` and ``client`` are computed on first use.
+    ``query``, ``headers``, ``client``, ``scheme`` and ``host`` are computed
+    on first use. ``transport`` is the connection's transport, or a
+    ``ProxyContext`` standing in for it when the server honours proxy headers.
     """
 
     __slots__ = (
         "_client",
         "_headers",
+        "_host",
         "_path",
         "_query",
+        "_scheme",
         "_transport",
         "body",
         "http_version",
@@ -122,6 +127,9 @@ class Request:
         "raw_path",
     )
 
+    _scheme: str
+    _host: str
+
     def __init__(
         self,
         method: bytes,
@@ -131,7 +139,7 @@ class Request:
         body: bytes,
         params: dict[str, Any] | None,
         http_version: str,
-        transport: asyncio.BaseTransport | None,
+        transport: asyncio.BaseTransport | ProxyContext | None,
     ) -> None:
         self.method: str = _METHOD_NAMES.get(method) or method.decode("ascii")
         self.raw_path = raw_path
@@ -144,6 +152,7 @@ class Request:
         self._path: str | None = None
         self._query: QueryParams | None = None
         self._headers: Headers | None = None
+        # False: client, scheme and host are not resolved yet (_resolve sets the three together).
         self._client: tuple[str, int] | bool | None = False
 
     @property
@@ -169,11 +178,50 @@ class Request:
 
     @property
     def client(self) -> tuple[str, int] | None:
-        """The peer's (host, port), or None when the socket has no address (Unix sockets)."""
+        """The client's (host, port), or None when the socket has no address (Unix sockets).
+
+        The socket's peer; behind a trusted proxy with ``proxy_headers`` on, the
+        client the proxy names (port 0 when it names none).
+        """
         if self._client is False:
-            peer = self._transport.get_extra_info("peername") if self._transport else None
-            self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+            self._resolve()
         return self._client  # type: ignore[return-value]
+
+    @property
+    def scheme(self) -> str:
+        """``"http"``, or what a trusted proxy's ``X-Forwarded-Proto``/``Forwarded`` says (``"https"``)."""
+        if self._client is False:
+            self._resolve()
+        return self._scheme
+
+    @property
+    def host(self) -> str:
+        """The host the client asked for: the ``Host`` header (``""`` without one), or a trusted proxy's
+        ``X-Forwarded-Host``/``Forwarded`` host."""
+        if self._client is False:
+            self._resolve()
+        return self._host
+
+    def _resolve(self) -> None:
+        source = self._transport
+        if type(source) is ProxyContext:
+            self._client, self._scheme, self._host = source.resolve(self.raw_headers)
+            return
+        peer = source.get_extra_info("peername") if source is not None else None
+        self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._scheme = "http"
+        self._host = ""
+        for name, value in self.raw_headers:
+            if len(name) == 4 and name.lower() == b"host":
+                self._host = value.decode("latin-1").strip()
+                break
+
+    def _log_client(self, peer: str) -> str:
+        """The access log's client field: ``peer``, or the client a trusted proxy named."""
+        if type(self._transport) is not ProxyContext:
+            return peer
+        client = self.client
+        return client[0] if client is not None else "-"
 
     def text(self, encoding: str = "utf-8") -> str:
         """The body decoded as text; 400 when it is not valid in ``encoding``."""

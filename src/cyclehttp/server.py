@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import uvloop
 
 from .accesslog import AccessLog
 from .config import Config
+from .listeners import describe
 from .metrics import Stats, StatsSnapshot, format_duration
 from .prometheus import CONTENT_TYPE, render_metrics
 from .protocol import HttpProtocol
@@ -29,6 +31,7 @@ from .routing import HandlerTarget, Router
 
 if TYPE_CHECKING:
     from .app import App
+    from .sharedstats import WorkerSlot
 
 __all__ = ["Server", "ServerState", "run"]
 
@@ -58,9 +61,12 @@ class Server:
         self.app = app
         self.config = config or Config()
         self._state: ServerState | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._clock: asyncio.TimerHandle | None = None
         self.stats = Stats()
+        self.worker: WorkerSlot | None = None
+        """Set in a worker process of ``--workers N``: the tick publishes this server's figures
+        there, and the metrics page shows every worker's (``cyclehttp.sharedstats``)."""
 
     @property
     def state(self) -> ServerState:
@@ -70,7 +76,7 @@ class Server:
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        return tuple(self._server.sockets) if self._server is not None else ()
+        return tuple(sock for server in self._servers for sock in server.sockets)
 
     @property
     def port(self) -> int:
@@ -86,12 +92,22 @@ class Server:
         port: int = 8000,
         *,
         sock: socket.socket | None = None,
+        socks: Sequence[socket.socket] | None = None,
         backlog: int = 2048,
     ) -> None:
         """Compile the routes, bind and start accepting connections.
 
+        With ``sock`` or ``socks`` (listening sockets, e.g. from ``listeners.open_listeners``)
+        it serves on those and ignores ``host``/``port``. The event loop calls ``listen(backlog)``
+        on every socket, inherited ones included.
+
         Raises ``RouteError`` when the metrics path is also a route of the app.
         """
+        if sock is not None and socks is not None:
+            raise ValueError("pass sock= or socks=, not both")
+        listening = [sock] if sock is not None else list(socks) if socks is not None else None
+        if listening is not None and not listening:
+            raise ValueError("socks= is empty: nothing to listen on")
         loop = asyncio.get_running_loop()
         router = self.app.compile()
         metrics_path = self.config.metrics_path or self.app.metrics_path
@@ -105,13 +121,19 @@ class Server:
         def protocol_factory() -> HttpProtocol:
             return HttpProtocol(state)
 
-        if sock is not None:
-            server = await loop.create_server(protocol_factory, sock=sock, backlog=backlog)
+        if listening is None:
+            self._servers = [
+                await loop.create_server(protocol_factory, host, port, backlog=backlog, reuse_address=True)
+            ]
         else:
-            server = await loop.create_server(
-                protocol_factory, host, port, backlog=backlog, reuse_address=True
-            )
-        self._server = server
+            servers = []
+            for listener in listening:
+                if listener.family == socket.AF_UNIX:
+                    server = await loop.create_unix_server(protocol_factory, sock=listener, backlog=backlog)
+                else:
+                    server = await loop.create_server(protocol_factory, sock=listener, backlog=backlog)
+                servers.append(server)
+            self._servers = servers
         DATE.refresh()
         router.refresh()
         self._schedule_tick(loop)
@@ -119,7 +141,18 @@ class Server:
     def _metrics_page(self, request: Request) -> Response:
         from . import __version__
 
+        if self.worker is not None:
+            snapshot, workers = self.worker.whole(self.stats.snapshot())
+            return Response(render_metrics(snapshot, __version__, workers), content_type=CONTENT_TYPE)
         return Response(render_metrics(self.stats.snapshot(), __version__), content_type=CONTENT_TYPE)
+
+    def _publish(self) -> None:
+        """A worker's once-a-second publication of its figures; a failure is logged, never raised."""
+        if self.worker is not None:
+            try:
+                self.worker.publish(self.stats.snapshot())
+            except Exception:
+                error_log.exception("internal error while publishing this worker's figures")
 
     def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         # Tick just after each wall-clock second so Date changes when the second does.
@@ -138,6 +171,8 @@ class Server:
                 except Exception:
                     error_log.exception("internal error while checking a connection's timeouts")
                     connection._abort()
+        if self.worker is not None:
+            self._publish()
         self._schedule_tick(loop)
 
     async def shutdown(self, timeout: float | None = None) -> None:
@@ -149,8 +184,8 @@ class Server:
         """
         if timeout is None:
             timeout = self.config.graceful_timeout
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         state = self._state
         if state is not None:
             state.draining = True
@@ -166,16 +201,29 @@ class Server:
                 if not state.connections:
                     break
                 await asyncio.sleep(0)
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+        self._publish()
 
-    async def serve(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
-        """Serve until SIGINT or SIGTERM, then shut down gracefully (a second signal forces it)."""
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        sock: socket.socket | None = None,
+        socks: Sequence[socket.socket] | None = None,
+        backlog: int = 2048,
+    ) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully (a second signal forces it).
+
+        ``sock``/``socks``/``backlog`` as in ``start``. The sockets are not closed here:
+        whoever opened them closes them (``listeners.close_listeners``).
+        """
         loop = asyncio.get_running_loop()
-        await self.start(host, port, sock=sock)
+        await self.start(host, port, sock=sock, socks=socks, backlog=backlog)
         stop = asyncio.Event()
         signals_seen = 0
 
@@ -193,7 +241,7 @@ class Server:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         for sock_ in self.sockets:
-            logger.info("cyclehttp listening on %s", _describe(sock_))
+            logger.info("cyclehttp listening on %s", describe(sock_))
         try:
             await stop.wait()
             await self.shutdown()
@@ -216,15 +264,6 @@ def summary(snapshot: StatsSnapshot) -> str:
         + f"; connection lifetime p50 {format_duration(lifetime.p50_ns)}"
         + f" p99 {format_duration(lifetime.p99_ns)}"
     )
-
-
-def _describe(sock: socket.socket) -> str:
-    address: Any = sock.getsockname()
-    if sock.family == socket.AF_INET6:
-        return f"http://[{address[0]}]:{address[1]}"
-    if sock.family == socket.AF_INET:
-        return f"http://{address[0]}:{address[1]}"
-    return str(address)
 
 
 def run(app: App, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
