@@ -304,6 +304,10 @@ class HttpProtocol(asyncio.Protocol):
                 if cause.status is not None:
                     self._fail(cause.status, cause.detail, cause.reason)
             elif isinstance(exc, HttpParserCallbackError) and cause is not None:
+                if not isinstance(cause, Exception):
+                    # SystemExit or KeyboardInterrupt from a handler (gunicorn's abort raises
+                    # SystemExit in the blocked frame): the process is leaving, let it.
+                    raise cause from None
                 # A parser callback (this module) raised: a bug, not the client's fault.
                 self._internal_error(cause)
                 return
