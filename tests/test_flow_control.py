@@ -19,7 +19,6 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable
 
 import pytest
 
@@ -27,6 +26,7 @@ from cyclehttp import App, Request, Response
 from cyclehttp.protocol import HttpProtocol
 from cyclehttp.rawhttp import RawConnection
 from cyclehttp.testing import TestServer
+from tests.serverside import the_connection, wait_for
 
 BIG = 256 * 1024
 # asyncio's and uvloop's default high-water mark of a transport's write buffer.
@@ -41,23 +41,6 @@ def get(path: str) -> bytes:
 
 def number(request: Request) -> str:
     return str(request.params["i"])
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.005)
-
-
-async def the_connection(server: TestServer) -> HttpProtocol:
-    """The server side of the one connection open to ``server``."""
-    connections = server.server.state.connections
-    await wait_for(lambda: len(connections) == 1, what="one server-side connection")
-    return next(iter(connections))
 
 
 async def settle(proto: HttpProtocol, seconds: float = 0.3) -> tuple[int, int]:

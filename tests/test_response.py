@@ -218,9 +218,11 @@ def test_static_response_buffers_for_every_mode(fixed_date: bytes) -> None:
     s = StaticResponse(r)
     assert not s.split
     assert s.status == 200
+    # The rendered message is the Response plus its ETag (tests/test_conditional_static.py).
+    assert s.message.headers == (*r.headers, ("ETag", s.etag.decode() if s.etag else ""))
     for mode in (KEEP_ALIVE, CLOSE, KEEP_ALIVE_HTTP10):
-        assert s.buffers[mode] == r.render(mode, False)
-        assert s.head_buffers[mode] == r.render(mode, True)
+        assert s.buffers[mode] == s.message.render(mode, False)
+        assert s.head_buffers[mode] == s.message.render(mode, True)
         assert s.buffers[mode].endswith(b"\r\n\r\nHello")
         assert CONNECTION[mode] in s.head_buffers[mode]
     assert repr(s) == "<StaticResponse 200 5 bytes>"
@@ -239,8 +241,8 @@ def test_static_response_splits_large_bodies(fixed_date: bytes) -> None:
     assert s.split
     assert s.body is r.body
     for mode in (KEEP_ALIVE, CLOSE, KEEP_ALIVE_HTTP10):
-        assert s.buffers[mode] == s.head_buffers[mode] == r.render(mode, True)
-        assert s.buffers[mode] + s.body == r.render(mode, False)
+        assert s.buffers[mode] == s.head_buffers[mode] == s.message.render(mode, True)
+        assert s.buffers[mode] + s.body == s.message.render(mode, False)
         assert b"Content-Length: %d\r\n" % len(body) in s.buffers[mode]
 
 

@@ -20,12 +20,21 @@ from cyclehttp.config import Config
 from cyclehttp.histogram import LogHistogram
 from cyclehttp.metrics import Stats
 from cyclehttp.protocol import HttpProtocol
+from cyclehttp.response import Response, StaticResponse
 from cyclehttp.server import ServerState
 from examples.hello import routes
 
 GET_ROOT = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
 GET_USER = b"GET /users/1 HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
 POST_ECHO = b"POST /echo HTTP/1.1\r\nHost: localhost:8080\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
+
+# A 4 KiB text route: a static response with an ETag and a gzip variant.
+TEXT_4K = Response.text("".join(f"line {i:04d}: the quick brown fox\n" for i in range(160))[:4096])
+TEXT_ROUTES = [("GET", "/text", TEXT_4K)]
+TEXT_ETAG = StaticResponse(TEXT_4K).etag or b""
+GET_TEXT = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
+GET_TEXT_304 = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nIf-None-Match: " + TEXT_ETAG + b"\r\n\r\n"
+GET_TEXT_GZIP = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nAccept-Encoding: gzip\r\n\r\n"
 
 
 class NullTransport:
@@ -57,8 +66,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def connection(loop: asyncio.AbstractEventLoop, **options: Any) -> HttpProtocol:
-    router = App(routes).compile()
+def connection(loop: asyncio.AbstractEventLoop, app_routes: Any = routes, **options: Any) -> HttpProtocol:
+    router = App(app_routes).compile()
     stats = Stats()
     stats.attach(router)
     protocol = HttpProtocol(ServerState(router, Config(**options), stats, loop))
@@ -81,6 +90,20 @@ def test_data_received(
     feed: Callable[[bytes], None] = protocol.data_received
     benchmark(feed, data)
     assert protocol._state != 3  # not CLOSING: every request was answered and kept alive
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("static 4KiB text", GET_TEXT), ("static 4KiB text", GET_TEXT_304), ("static 4KiB text", GET_TEXT_GZIP)],
+    ids=["static-4k", "static-304", "static-gzip"],
+)  # fmt: skip
+def test_conditional_static(benchmark: Any, loop: asyncio.AbstractEventLoop, name: str, data: bytes) -> None:
+    """The same 4 KiB route answered plain, as a 304 (If-None-Match) and gzip (Accept-Encoding)."""
+    protocol = connection(loop, TEXT_ROUTES, timing=False)
+    benchmark.group = name
+    feed: Callable[[bytes], None] = protocol.data_received
+    benchmark(feed, data)
+    assert protocol._state != 3
 
 
 @pytest.mark.parametrize(

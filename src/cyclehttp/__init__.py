@@ -2,12 +2,15 @@
 
 from .app import App
 from .errors import HTTPError, RouteError
+from .files import FileResponse
 from .request import Headers, QueryParams, Request
 from .response import Response
 from .server import Server, run
+from .streaming import StreamingResponse
 
 __all__ = [
     "App",
+    "FileResponse",
     "HTTPError",
     "Headers",
     "QueryParams",
@@ -15,6 +18,7 @@ __all__ = [
     "Response",
     "RouteError",
     "Server",
+    "StreamingResponse",
     "run",
 ]
 

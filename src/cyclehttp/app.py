@@ -6,12 +6,20 @@ a 404 in production) and compiled into a ``Router`` when a server starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .errors import RouteError
 from .metrics import Stats, StatsSnapshot
 from .routing import Router, RouteSpec, compile_pattern, make_target, normalize_method
+from .staticfiles import (
+    DEFAULT_PRERENDER_MAX,
+    DEFAULT_PRERENDER_TOTAL,
+    StaticDirectory,
+    StaticPlan,
+    find_owner,
+)
 
 __all__ = ["App", "RouteLike"]
 
@@ -44,6 +52,7 @@ class App:
         self.metrics_path = metrics_path
         self._routes: list[RouteSpec] = []
         self._declared: dict[tuple[str, str], RouteSpec] = {}
+        self._origins: dict[tuple[str, str], str] = {}  # routes made by app.static(): which call
         self._stats = Stats()
         for route in routes:
             if not isinstance(route, tuple) or len(route) != 3:
@@ -79,6 +88,7 @@ class App:
                 raise RouteError(
                     f"duplicate route: {normalized} {path} is already declared"
                     + (f" as {self._declared[key].path}" if key in self._declared else "")
+                    + (f" (a file route of {self._origins[key]})" if key in self._origins else "")
                 )
             specs.append(RouteSpec(normalized, pattern, built))
         for spec in specs:
@@ -113,6 +123,65 @@ class App:
     def delete(self, path: str) -> Callable[[F], F]:
         """Decorator for a DELETE route."""
         return self.route(path, ["DELETE"])
+
+    def static(
+        self,
+        prefix: str,
+        directory: str | os.PathLike[str],
+        *,
+        index: bool = False,
+        prerender_max: int = DEFAULT_PRERENDER_MAX,
+        prerender_total: int = DEFAULT_PRERENDER_TOTAL,
+        follow_symlinks: bool = False,
+        dotfiles: bool = False,
+    ) -> StaticPlan:
+        """Serve the files of ``directory`` under ``prefix`` (GET and HEAD).
+
+        The directory is walked now, once. Each regular file of at most
+        ``prerender_max`` bytes is read and becomes a static route of its own,
+        pre-rendered like any ``Response`` target (up to ``prerender_total``
+        bytes in all): served from memory, with no code running, as it was at
+        this call. Every other path under the prefix (larger files, files
+        added later) is resolved on disk per request and answered with
+        ``Response.file``.
+
+        Paths that could leave the directory are 404: ``..`` or ``.``
+        segments, empty segments, ``%2F``, backslashes, NUL; so are symlinks
+        leaving it unless ``follow_symlinks=True``, and dotfiles unless
+        ``dotfiles=True``. With ``index=True`` ``prefix/dir/`` serves
+        ``dir/index.html`` and ``prefix/dir`` redirects (301) to it;
+        otherwise directories are 404.
+
+        Raises ``RouteError`` for a prefix that is not a plain path starting
+        with ``/``, a missing directory, bad limits, or a file whose route a
+        declared route already answers (declare ``app.static`` after your own
+        routes under the same prefix: its ``prefix/{path:path}`` route, tried
+        in declaration order, would hide later ones). Returns a summary of
+        what was pre-rendered.
+        """
+        declaration = StaticDirectory(
+            prefix,
+            directory,
+            index=index,
+            prerender_max=prerender_max,
+            prerender_total=prerender_total,
+            follow_symlinks=follow_symlinks,
+            dotfiles=dotfiles,
+        )
+        plan = declaration.plan()
+        # all checked before any is declared: no half-served directory
+        clash = find_owner(self._routes, (path for path, _ in plan.routes), declaration.base)
+        if clash is not None:
+            path, owner = clash
+            what = "the files" if path == declaration.handler_path else f"the path {path!r}"
+            raise RouteError(
+                f"{declaration.where}: {what} would be served where the route {owner!r} "
+                "is already declared; choose another prefix, or rename or remove the route or the file"
+            )
+        for path, target in plan.routes:
+            self.add_route("GET", path, target)
+            self._origins[("GET", compile_pattern(path).signature)] = declaration.where
+        return plan
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:

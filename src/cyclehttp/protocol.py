@@ -26,6 +26,11 @@ None) and ``_queue`` (requests parsed but not yet executed). Reading is paused
 while the queue is full or the transport's write buffer is over its high-water
 mark, so neither can grow without bound.
 
+A handler may return a *long response* (``streaming.StreamingResponse``,
+``files.FileResponse``): its head is answered like any other, then its body is
+sent by the busy task (``_send_long``), which waits at ``writable()`` while the
+transport is paused; the requests behind it queue as behind an async handler.
+
 Every read takes ``monotonic_ns()`` once (``_read_ns``): a request that
 begins in it starts its timeouts and its latency there. Answers to requests
 that began in the current read are counted in ``_batch`` and timed together
@@ -65,8 +70,11 @@ from .response import (
     render_result,
 )
 from .routing import HandlerTarget
+from .streaming import BodySender, LongResponse
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from .server import ServerState
 
 __all__ = ["HttpProtocol"]
@@ -95,6 +103,10 @@ LINGER_SECONDS: Final = 2.0
 # transport over its high-water mark calls pause_writing before the next request
 # runs: one read full of pipelined requests cannot render all their answers at once.
 FLUSH_BYTES: Final = 64 * 1024
+
+# A file that loop.sendfile cannot send is read and written in pieces of this size
+# (one piece in flight above the transport's high-water mark at most).
+FILE_CHUNK: Final = 256 * 1024
 
 
 # llhttp's own (strict) Transfer-Encoding errors: codings it rejects while it
@@ -138,8 +150,10 @@ class HttpProtocol(asyncio.Protocol):
         "_body_bytes",
         "_busy",
         "_close_after_flush",
+        "_conditions",
         "_connection_header",
         "_draining",
+        "_ending",
         "_fresh",
         "_handler_time",
         "_head",
@@ -149,6 +163,7 @@ class HttpProtocol(asyncio.Protocol):
         "_index",
         "_latency",
         "_linger",
+        "_long",
         "_loop",
         "_max_body",
         "_max_header",
@@ -179,6 +194,7 @@ class HttpProtocol(asyncio.Protocol):
         "_transport",
         "_url",
         "_version",
+        "_write_waiter",
     )
 
     def __init__(self, server: ServerState) -> None:
@@ -226,12 +242,16 @@ class HttpProtocol(asyncio.Protocol):
         self._head = False
         self._hosts = 0
         self._connection_header = False
+        self._conditions: tuple[bytes | None, bytes | None] | None = None
         self._head_bytes = 0
         self._partial = 0
         self._body_bytes = 0
         self._since = 0  # set by connection_made, then by requests and answers
         self._fresh = True
         self._linger = False
+        self._long: LongResponse | None = None  # the response whose body is being sent, if any
+        self._ending = False  # shutdown asked the long response to end
+        self._write_waiter: asyncio.Future[None] | None = None
 
     # -- connection ---------------------------------------------------------
 
@@ -342,6 +362,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._resume(_PAUSED_WRITE)
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # a long response's body goes on
         self._drain_queue()
         self._flush()
 
@@ -374,22 +397,50 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes += size + len(value) + 4
         if self._head_bytes > self._max_header:
             raise _Reject(431, f"request headers are larger than {self._max_header} bytes", "max_header_size")
+        # One branch per length, the common ones first: a header stops at its own length
+        # (User-Agent at 10, Accept-Language at 15) after one name comparison at most.
         if size == 4:
             if name.lower() == b"host":
                 self._hosts += 1
-        elif (
-            size == 14
-            and name.lower() == b"content-length"
-            and value.isdigit()
-            and int(value) > self._max_body
-        ):
-            raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
-        elif size == 17 and name.lower() == b"transfer-encoding":
-            self._check_transfer_encoding(value)
-        elif (size == 10 and name.lower() == b"connection") or (
-            size == 16 and name.lower() == b"proxy-connection"  # llhttp reads both alike
-        ):
+        elif size == 10:
+            if name.lower() == b"connection":
+                self._connection_header = True
+        elif size == 14:
+            if name.lower() == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
+        elif size == 15:
+            if name.lower() == b"accept-encoding":
+                self._add_condition(None, value)
+        elif size == 13:
+            if name.lower() == b"if-none-match":
+                self._add_condition(value, None)
+        elif size == 17:
+            if name.lower() == b"transfer-encoding":
+                self._check_transfer_encoding(value)
+        elif size == 16 and name.lower() == b"proxy-connection":  # llhttp reads it as Connection
             self._connection_header = True
+
+    def _add_condition(self, if_none_match: bytes | None, accept_encoding: bytes | None) -> None:
+        """Note an ``If-None-Match`` or ``Accept-Encoding`` value for a static target's ``select``.
+
+        Both are lists: a field sent twice is one value joined with a comma
+        (RFC 9110 section 5.3). ``on_message_complete`` takes the values and
+        resets the slot (not ``on_message_begin``: one store less per request);
+        a request that never completes ends the connection, so none leaks into
+        the next.
+        """
+        conditions = self._conditions
+        if conditions is not None:
+            old_match, old_accept = conditions
+            if if_none_match is None:
+                if_none_match = old_match
+            elif old_match is not None:
+                if_none_match = old_match + b", " + if_none_match
+            if accept_encoding is None:
+                accept_encoding = old_accept
+            elif old_accept is not None:
+                accept_encoding = old_accept + b", " + accept_encoding
+        self._conditions = (if_none_match, accept_encoding)
 
     def _check_transfer_encoding(self, value: bytes) -> None:
         """Only one ``Transfer-Encoding: chunked`` is accepted (RFC 9112 sections 6.1, 7).
@@ -477,6 +528,14 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._state = IDLE
         target = self._targets[self._index]
+        conditions = self._conditions
+        if conditions is not None:
+            # If-None-Match or Accept-Encoding: on a 2xx static route, its 304 or an encoded
+            # variant, chosen now so a queued request keeps it. Without either field this
+            # test is all it costs.
+            self._conditions = None
+            if target.__class__ is StaticResponse and target.etag is not None:
+                target = target.select(*conditions)
         if (
             self._body is None  # a static target, and no access log
             and self._busy is None
@@ -556,11 +615,19 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             data = self._handler_failed(exc, target, request, mode, head)
         else:
-            if target.is_async or (result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result)):
-                self._busy = self._loop.create_task(
-                    self._call_async(result, target, request, mode, head, start, called)
-                )
-                return
+            if result.__class__ not in _PLAIN_RESULTS or target.is_async:
+                if target.is_async or inspect.isawaitable(result):
+                    self._busy = self._loop.create_task(
+                        self._call_async(result, target, request, mode, head, start, called)
+                    )
+                    return
+                if isinstance(result, LongResponse):
+                    if called:
+                        self._handler_time.record(monotonic_ns() - called)
+                    sending = self._start_long(result, target, request, mode, head, start)
+                    if sending is not None:
+                        self._busy = self._loop.create_task(self._send_long(*sending, target, request, start))
+                    return
             try:
                 data = render_result(result, mode if not self._draining else CLOSE, head)
             except Exception as exc:
@@ -610,6 +677,21 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         try:
             result = await awaitable
+            if isinstance(result, LongResponse):
+                if called:
+                    self._handler_time.record(monotonic_ns() - called)
+                if self._transport is None:
+                    await self._discard_long(result, request)
+                    return
+                sending = self._start_long(result, target, request, mode, head, start)
+                if sending is not None:
+                    await self._send_long(*sending, target, request, start)  # as _busy
+                else:
+                    self._busy = None
+                    self._since = monotonic_ns()
+                    self._drain_queue()
+                    self._flush()
+                return
             data = render_result(result, mode if not self._draining else CLOSE, head)
         except Exception as exc:
             data = self._handler_failed(exc, target, request, mode, head)
@@ -631,6 +713,183 @@ class HttpProtocol(asyncio.Protocol):
         self._sent(mode, len(data), 0 if timed else start)
         if self._access is not None:
             self._log_access(request, int(data[9:12]), _body_size(data), start)
+
+    # -- long responses: streams and files (see streaming.py) ----------------
+
+    def _start_long(
+        self,
+        response: LongResponse,
+        target: HandlerTarget,
+        request: Request,
+        mode: int,
+        head: bool,
+        start: int,
+    ) -> tuple[BodySender, LongResponse, int, int] | None:
+        """Put a long response's head in ``_out``, counted and timed; return what ``_send_long`` needs.
+
+        The request's latency ends here, when the head is handed on (the body may
+        take hours); the response is counted once, by its status, here too.
+        """
+        if self._draining:
+            mode = CLOSE
+        try:
+            data, mode, sender = response.start(request, mode, head)
+        except Exception as exc:
+            self._answered(
+                target, request, self._handler_failed(exc, target, request, mode, head), mode, start, False
+            )
+            return None
+        if sender is None:  # nothing follows the head (HEAD, 304, 416, a small file): a plain answer
+            self._answered(target, request, data, mode, start, False)
+            return None
+        target.responses[data[9] - 48] += 1
+        self._long = response
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._timed:
+            if start == self._read_ns:
+                self._batch += 1
+            else:
+                self._latency.record(monotonic_ns() - start)
+        return sender, response, mode, int(data[9:12])
+
+    async def _send_long(
+        self,
+        sender: BodySender,
+        response: LongResponse,
+        mode: int,
+        status: int,
+        target: HandlerTarget,
+        request: Request,
+        start: int,
+    ) -> None:
+        """Send a long response's body as the connection's busy task, then go on with the queue.
+
+        The client gone: the task is cancelled (``connection_lost``), the sender's
+        ``finally`` closes its iterator or file, nothing is logged. The body failing
+        after the head went out: logged, and the connection aborted, so the client
+        sees a truncated body rather than a wrong one. Shutdown's deadline
+        (``end_long``): a chunked stream gets its last chunk, then the close.
+        """
+        sent = 0
+        try:
+            self._flush()  # the head, after the answers before it
+            sent = await sender(self)
+        except asyncio.CancelledError:
+            last = response.last_chunk() if self._ending else None
+            transport = self._transport
+            if last is None or transport is None:
+                self._long = None
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            transport.write(last)
+            self._stats.bytes_sent += len(last)
+            mode = CLOSE
+        except Exception as exc:
+            self._long = None
+            self._busy = None
+            if self._transport is None or isinstance(exc, ConnectionError):
+                error_log.debug("client went away during the body of %s: %r", target.name, exc)
+            else:
+                self._stats.handler_exceptions += 1
+                error_log.error(
+                    "the body of %s's response failed after its head was sent; aborting the connection",
+                    target.name,
+                    exc_info=exc,
+                )
+            self._abort()
+            return
+        self._long = None
+        self._busy = None
+        if self._transport is None:
+            return
+        if self._access is not None:
+            self._log_access(request, status, sent, start)
+        self._since = monotonic_ns()
+        if mode == CLOSE or self._draining:
+            self._close_after_flush = True
+            self._queue.clear()
+        self._drain_queue()
+        self._flush()
+
+    async def _discard_long(self, response: LongResponse, request: Request) -> None:
+        """Release what an unsent long response holds (the client left while its handler ran)."""
+        try:
+            sender = response.start(request, CLOSE, True)[2]
+            if sender is not None:
+                await sender(self)
+        except Exception as exc:
+            error_log.debug("closing an unsent response failed: %r", exc)
+
+    def write_body(self, data: bytes) -> None:
+        """Part of a long response's body to the transport (``BodySink``)."""
+        transport = self._transport
+        if transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+        self._stats.bytes_sent += len(data)
+
+    async def writable(self) -> None:
+        """Wait while the client is not reading (``BodySink``); otherwise let the loop turn once.
+
+        The turn keeps one fast stream from starving the other connections; the
+        wait keeps a stream from buffering more than the transport's high-water mark.
+        """
+        if not self._paused & _PAUSED_WRITE:
+            await asyncio.sleep(0)
+            return
+        while self._paused & _PAUSED_WRITE and self._transport is not None:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._write_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._write_waiter = None
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> int:
+        """Send ``count`` bytes of ``file`` from ``offset`` (``BodySink``).
+
+        ``loop.sendfile`` (zero-copy ``os.sendfile``) where the loop and transport
+        support it (asyncio's loop on plain TCP); otherwise (uvloop has no
+        ``loop.sendfile``; TLS) reads of ``FILE_CHUNK`` bytes, each written after
+        the client has read enough of the one before.
+        """
+        transport = self._transport
+        if transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        try:
+            sent: int = await self._loop.sendfile(transport, file, offset, count, fallback=False)
+        except (NotImplementedError, RuntimeError):  # SendfileNotAvailableError is a RuntimeError
+            pass
+        else:
+            self._stats.bytes_sent += sent
+            if sent != count:
+                raise EOFError(f"{file.name!r} shrank while it was sent ({sent} of {count} bytes)")
+            return sent
+        file.seek(offset)
+        sent = 0
+        while sent < count:
+            data = file.read(min(FILE_CHUNK, count - sent))
+            if not data:
+                raise EOFError(f"{file.name!r} shrank while it was sent ({sent} of {count} bytes)")
+            self.write_body(data)
+            sent += len(data)
+            await self.writable()
+        return sent
+
+    def end_long(self) -> bool:
+        """Shutdown's graceful deadline: stop the body being sent; False when there is none.
+
+        A chunked stream ends cleanly (its iterator closed, the last chunk written,
+        the connection closed); any other body is cut and the connection aborted.
+        """
+        if self._long is None or self._busy is None or self._transport is None:
+            return False
+        self._ending = True
+        self._busy.cancel()
+        return True
 
     def _log_access(self, request: Request | None, status: int, size: int, start: int) -> None:
         assert self._access is not None

@@ -13,12 +13,23 @@ are re-rendered when the ``Date`` clock ticks, never per request.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterable
+
+    from .files import FileResponse
+    from .streaming import StreamingResponse
 
 __all__ = [
     "CLOSE",
@@ -29,6 +40,7 @@ __all__ = [
     "Response",
     "StaticResponse",
     "error_response",
+    "etag_matches",
     "render_result",
 ]
 
@@ -205,6 +217,40 @@ class Response:
         """An ``application/json`` response with compact UTF-8 JSON."""
         return cls(json_bytes(value), status, headers, APPLICATION_JSON)
 
+    @staticmethod
+    def stream(
+        content: AsyncIterable[bytes | str] | Iterable[bytes | str],
+        status: int = 200,
+        headers: HeadersLike | None = None,
+        content_type: str | None = OCTET_STREAM,
+    ) -> StreamingResponse:
+        """A body sent while ``content`` produces it (an async or sync iterator of bytes/str).
+
+        Chunked on HTTP/1.1, close-delimited on HTTP/1.0; each send waits while
+        the client is not reading. See ``cyclehttp.streaming.StreamingResponse``.
+        """
+        from .streaming import StreamingResponse
+
+        return StreamingResponse(content, status, headers, content_type)
+
+    @staticmethod
+    def file(
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        headers: HeadersLike | None = None,
+        filename: str | None = None,
+    ) -> FileResponse:
+        """The file at ``path``, with ETag/Last-Modified, 304s and byte ranges.
+
+        Stats the file now: a missing one raises ``FileNotFoundError`` here, in the
+        handler, which decides what that means (e.g. ``raise HTTPError(404)``).
+        ``filename`` adds ``Content-Disposition: attachment``. See ``cyclehttp.files``.
+        """
+        from .files import FileResponse
+
+        return FileResponse(path, content_type=content_type, headers=headers, filename=filename)
+
     def render(self, mode: int, head: bool) -> bytes:
         """The whole message for one request (``head``: without the body)."""
         return render(self.status, self._header_block, self.body, mode, head)
@@ -263,6 +309,199 @@ def error_response(status: int, detail: str | None = None, headers: HeadersLike 
     return Response(body.encode("utf-8"), status, headers, TEXT_PLAIN)
 
 
+# -- static responses: ETag, 304 and compressed variants -----------------------
+#
+# A static 2xx response is also served as a 304 (RFC 9110 section 13.1.2) and,
+# when its body is large enough and of a compressible type, as a gzip (and br)
+# encoded variant. Every one of them is a StaticResponse of its own, rendered
+# once and re-rendered with the Date clock, so choosing one per request is a
+# couple of dict lookups, never formatting.
+
+# Bodies shorter than this are not compressed: below ~1 KiB a response fits one
+# packet either way, and the gzip header and trailer (18 bytes) eat the saving
+# (Akamai's threshold is 860 bytes, Cloudflare's and Fastly's about 1 KiB).
+COMPRESS_MIN_SIZE: Final = 1024
+
+# Media types worth compressing, beside text/* and the +json / +xml suffixes.
+COMPRESSIBLE_TYPES: Final = frozenset(
+    {
+        "application/json",
+        "application/javascript",
+        "application/ecmascript",
+        "application/x-javascript",
+        "application/xml",
+        "application/x-ndjson",
+        "application/wasm",
+        "image/svg+xml",
+        "image/x-icon",
+        "image/bmp",
+    }
+)
+
+# Header fields a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5);
+# Date comes from the clock like on every answer.
+_NOT_MODIFIED_FIELDS: Final = frozenset({"cache-control", "content-location", "etag", "expires", "vary"})
+
+# RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE,
+# etagc = %x21 / %x23-7E / obs-text
+_ENTITY_TAG: Final = rb'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_ENTITY_TAG_RE: Final = re.compile(_ENTITY_TAG)
+# RFC 9110 section 13.1.2: If-None-Match = "*" / #entity-tag, where a list may hold
+# empty elements (section 5.6.1.2); the value is stripped of OWS before matching.
+_ENTITY_TAG_LIST_RE: Final = re.compile(
+    rb"(?:,[ \t]*)*" + _ENTITY_TAG + rb"(?:[ \t]*,(?:[ \t]*" + _ENTITY_TAG + rb")?)*"
+)
+_OPAQUE_TAG_RE: Final = re.compile(rb'"[^"]*"')
+
+# RFC 9110 section 12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+_QVALUE_RE: Final = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+# Parsed Accept-Encoding values: clients send the same few strings all day. Bounded:
+# a client sending a new value every time only makes the cache start over.
+_ACCEPT_CACHE: Final[dict[bytes, dict[str, float]]] = {}
+_ACCEPT_CACHE_SIZE: Final = 256
+
+
+def _load_brotli() -> Any:
+    try:
+        return importlib.import_module("brotli")
+    except ImportError:
+        return None
+
+
+_brotli: Any = _load_brotli()
+"""The optional ``brotli`` module (``pip install 'cyclehttp[brotli]'``), or None: no br variants."""
+
+
+def is_compressible(content_type: str | None) -> bool:
+    """True for media types that compress well (text, JSON, JavaScript, XML, SVG ...)."""
+    if not content_type:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media.startswith("text/") or media in COMPRESSIBLE_TYPES or media.endswith(("+json", "+xml"))
+
+
+def etag_matches(field: bytes, etag: bytes) -> bool:
+    """Whether an ``If-None-Match`` value matches ``etag`` (RFC 9110 section 13.1.2).
+
+    The weak comparison: ``W/`` prefixes are ignored on both sides; ``*``
+    matches. A malformed value matches nothing, so the client gets the full
+    response rather than an error.
+    """
+    field = field.strip(b" \t")
+    if field == etag or field == b"*":  # the common case: the client sends back the tag it got
+        return True
+    if _ENTITY_TAG_LIST_RE.fullmatch(field) is None:
+        return False
+    opaque = etag[2:] if etag.startswith(b"W/") else etag
+    return opaque in _OPAQUE_TAG_RE.findall(field)
+
+
+def accept_encoding_weights(field: bytes) -> dict[str, float]:
+    """Content coding (lower case) -> qvalue of an ``Accept-Encoding`` value (RFC 9110 section 12.5.3).
+
+    ``x-gzip`` counts as ``gzip``; a coding listed twice keeps its first weight;
+    an unreadable qvalue counts as 0 (not acceptable). The result is cached.
+    """
+    weights = _ACCEPT_CACHE.get(field)
+    if weights is not None:
+        return weights
+    weights = {}
+    for element in field.split(b","):
+        coding, _, parameters = element.partition(b";")
+        name = coding.strip(b" \t").lower().decode("latin-1")
+        if not name:
+            continue
+        q = 1.0
+        if parameters:
+            for parameter in parameters.split(b";"):
+                key, _, value = parameter.partition(b"=")
+                if key.strip(b" \t").lower() == b"q":
+                    value = value.strip(b" \t")
+                    q = float(value) if _QVALUE_RE.fullmatch(value) else 0.0
+        weights.setdefault("gzip" if name == "x-gzip" else name, q)
+    if len(_ACCEPT_CACHE) >= _ACCEPT_CACHE_SIZE:
+        _ACCEPT_CACHE.clear()
+    _ACCEPT_CACHE[field] = weights
+    return weights
+
+
+class _Representation(NamedTuple):
+    """One form of a static response, planned once: the message to render and its 304."""
+
+    coding: str  # "identity", "gzip" or "br"
+    message: Response
+    etag: str | None  # None: not a 2xx, no conditional requests
+    not_modified: Response | None
+
+
+def _compress(body: bytes) -> list[tuple[str, bytes]]:
+    """The encodings of ``body`` that are smaller than it, preferred first (br, then gzip)."""
+    encoded: list[tuple[str, bytes]] = []
+    if _brotli is not None:
+        encoded.append(("br", _brotli.compress(body, quality=11)))
+    # Highest level: this runs once per route at start-up. mtime=0: the same bytes every run.
+    encoded.append(("gzip", gzip.compress(body, compresslevel=9, mtime=0)))
+    return [(coding, data) for coding, data in encoded if len(data) < len(body)]
+
+
+def plan_representations(response: Response) -> tuple[_Representation, ...]:
+    """The identity form of ``response`` first, then its encoded forms (br, gzip), each with its 304.
+
+    A 2xx gets a strong ETag (the first 64 bits of a BLAKE2b digest of its
+    headers and body, so it changes when either does) unless it carries one:
+    then that one is used, and a value that is not an entity-tag turns the
+    conditional answers off. Other statuses (404, 405, a redirect) are served
+    as they are: preconditions do not apply to them (RFC 9110 section 13.2.1),
+    and like nginx the server sends no ETag with an error.
+    """
+    status = response.status
+    if not 200 <= status < 300:
+        return (_Representation("identity", response, None, None),)
+    items = list(response.headers)
+    user_etags = [value for name, value in items if name.lower() == "etag"]
+    if user_etags:
+        etag = user_etags[0]
+        if len(user_etags) > 1 or _ENTITY_TAG_RE.fullmatch(etag.encode("latin-1")) is None:
+            return (_Representation("identity", response, None, None),)
+        items = [(name, value) for name, value in items if name.lower() != "etag"]
+    else:
+        digest = hashlib.blake2b(response._header_block + b"\r\n" + response.body, digest_size=8)
+        etag = f'"{digest.hexdigest()}"'
+    body = response.body
+    names = [name.lower() for name, _ in items]
+    encoded = (
+        _compress(body)
+        if len(body) >= COMPRESS_MIN_SIZE
+        and "content-encoding" not in names
+        and is_compressible(response.content_type)
+        else []
+    )
+    if encoded:
+        # Caches must key these answers on Accept-Encoding (RFC 9110 section 12.5.5).
+        if "vary" in names:
+            index = names.index("vary")
+            name, value = items[index]
+            tokens = {token.strip().lower() for token in value.split(",")}
+            if "*" not in tokens and "accept-encoding" not in tokens:
+                items[index] = (name, f"{value}, Accept-Encoding")
+        else:
+            items.append(("Vary", "Accept-Encoding"))
+    forms = [("identity", body, [*items, ("ETag", etag)], etag)]
+    for coding, data in encoded:
+        tag = f'{etag[:-1]}-{coding}"'  # inside the quotes: W/"x" -> W/"x-gzip"
+        forms.append((coding, data, [*items, ("Content-Encoding", coding), ("ETag", tag)], tag))
+    return tuple(
+        _Representation(
+            coding,
+            Response(data, status, headers),
+            tag,
+            Response(b"", 304, [(n, v) for n, v in headers if n.lower() in _NOT_MODIFIED_FIELDS]),
+        )
+        for coding, data, headers, tag in forms
+    )
+
+
 class StaticResponse:
     """A ``Response`` rendered once into immutable buffers, one per mode.
 
@@ -271,44 +510,131 @@ class StaticResponse:
     ``SPLIT_BODY_THRESHOLD`` the buffers hold only the head and ``body`` is
     written after it (``split`` is True), so the per-second re-render stays
     cheap.
+
+    A 2xx also has an ``etag`` (in its headers), a ``not_modified`` 304 to
+    answer a matching ``If-None-Match`` with, and possibly ``encoded``
+    variants (br, gzip: each a StaticResponse with its own ETag and 304).
+    ``select`` picks the answer for a request's fields; the server calls it
+    only when the request has one of them.
     """
 
-    __slots__ = ("body", "buffers", "head_buffers", "hits", "response", "split")
+    __slots__ = (
+        "_plan",
+        "body",
+        "buffers",
+        "coding",
+        "encoded",
+        "etag",
+        "head_buffers",
+        "hits",
+        "message",
+        "not_modified",
+        "response",
+        "split",
+    )
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, plan: tuple[_Representation, ...] | None = None) -> None:
         self.response = response
         self.hits = 0
-        """Times served (its status is fixed, so this is all the metrics need)."""
-        self.split = len(response.body) > SPLIT_BODY_THRESHOLD
-        self.body = response.body
+        """Times these buffers were served (their status is fixed); ``count`` adds the variants'."""
+        if plan is None:
+            plan = plan_representations(response)
+        self._plan = plan
+        first = plan[0]
+        self.message = first.message
+        """What is rendered: ``response`` with its ETag, Vary and Content-Encoding."""
+        self.coding = first.coding
+        self.etag = None if first.etag is None else first.etag.encode("latin-1")
+        self.body = first.message.body
+        self.split = len(self.body) > SPLIT_BODY_THRESHOLD
+        self.not_modified = (
+            None
+            if first.not_modified is None
+            else StaticResponse(
+                first.not_modified, (_Representation(first.coding, first.not_modified, None, None),)
+            )
+        )
+        self.encoded = tuple(StaticResponse(form.message, (form,)) for form in plan[1:])
         self.buffers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self.head_buffers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-render every buffer with the current ``Date``."""
-        response = self.response
+        """Re-render every buffer, the variants' and the 304s' too, with the current ``Date``."""
+        message = self.message
         self.head_buffers = (
-            response.render(KEEP_ALIVE, True),
-            response.render(CLOSE, True),
-            response.render(KEEP_ALIVE_HTTP10, True),
+            message.render(KEEP_ALIVE, True),
+            message.render(CLOSE, True),
+            message.render(KEEP_ALIVE_HTTP10, True),
         )
-        if self.split:
+        if self.split or not self.body:
             self.buffers = self.head_buffers
         else:
             self.buffers = (
-                response.render(KEEP_ALIVE, False),
-                response.render(CLOSE, False),
-                response.render(KEEP_ALIVE_HTTP10, False),
+                message.render(KEEP_ALIVE, False),
+                message.render(CLOSE, False),
+                message.render(KEEP_ALIVE_HTTP10, False),
             )
+        if self.not_modified is not None:
+            self.not_modified.refresh()
+        for variant in self.encoded:
+            variant.refresh()
+
+    def select(self, if_none_match: bytes | None, accept_encoding: bytes | None) -> StaticResponse:
+        """The answer to a GET or HEAD with these fields: this, an encoded variant, or a 304.
+
+        The encoding is chosen first (highest qvalue; br before gzip on a tie;
+        identity only when listed with a higher qvalue than any variant), then
+        ``If-None-Match`` is compared with the chosen variant's ETag.
+        """
+        chosen = self
+        if accept_encoding is not None and self.encoded:
+            weights = accept_encoding_weights(accept_encoding)
+            star = weights.get("*", 0.0)
+            best = 0.0
+            for variant in self.encoded:
+                q = weights.get(variant.coding, star)
+                if q > best:
+                    chosen, best = variant, q
+            if best and weights.get("identity", 0.0) > best:
+                chosen = self
+        not_modified = chosen.not_modified
+        if (
+            if_none_match is not None
+            and not_modified is not None
+            and chosen.etag is not None
+            and etag_matches(if_none_match, chosen.etag)
+        ):
+            return not_modified
+        return chosen
+
+    def count(self, counts: list[int]) -> None:
+        """Add the answers served from this response, its variants and their 304s, by status class."""
+        counts[self.message.status // 100] += self.hits
+        if self.not_modified is not None:
+            self.not_modified.count(counts)
+        for variant in self.encoded:
+            variant.count(counts)
+
+    def reset_counts(self) -> None:
+        """Zero the counters of this response, its variants and their 304s."""
+        self.hits = 0
+        if self.not_modified is not None:
+            self.not_modified.reset_counts()
+        for variant in self.encoded:
+            variant.reset_counts()
 
     @property
     def status(self) -> int:
-        return self.response.status
+        return self.message.status
 
     def copy(self) -> StaticResponse:
-        """The same response with its own buffers and counter (one per compiled router)."""
-        return StaticResponse(self.response)
+        """The same response with its own buffers and counters (one per compiled router).
+
+        The plan is shared: nothing is hashed or compressed again.
+        """
+        return StaticResponse(self.response, self._plan)
 
     def __repr__(self) -> str:
-        return f"<StaticResponse {self.status} {len(self.body)} bytes>"
+        coding = "" if self.coding == "identity" else f" {self.coding}"
+        return f"<StaticResponse {self.status} {len(self.body)} bytes{coding}>"

@@ -67,6 +67,7 @@ def _encode_path(text: str) -> bytes:
 
 _PERCENT: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _PERCENT_SIGN: Final = ord("%")
+_ESCAPED_SLASH: Final = re.compile(rb"%2[fF]")
 # Bytes a route literal holds unencoded ("/" excluded: %2F must stay in one segment).
 _LITERAL_SAFE: Final = frozenset(
     (_PATH_SAFE.replace("/", "") + string.ascii_letters + string.digits).encode("ascii")
@@ -318,10 +319,13 @@ class Router:
     def _lookup_dynamic(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
         escaped = _PERCENT_SIGN in path  # an int: much cheaper than a bytes needle
         if escaped:
-            decoded = _encode_path(unquote(path.decode("ascii", "replace")))
-            entry = self.static.get(decoded)
-            if entry is not None:
-                return entry.methods.get(method, entry.not_allowed), None
+            # An escaped slash stays inside its segment, as for dynamic routes: "/a%2Fb" is
+            # not the static path "/a/b" (no static path holds one: "%" itself is encoded).
+            if _ESCAPED_SLASH.search(path) is None:
+                decoded = _encode_path(unquote(path.decode("ascii", "replace")))
+                entry = self.static.get(decoded)
+                if entry is not None:
+                    return entry.methods.get(method, entry.not_allowed), None
             path = _normalize_path(path)
         matched: list[PathEntry] | None = None
         for entry in self.dynamic:
@@ -366,7 +370,7 @@ class Router:
         for label, target in zip(self.labels, self.targets, strict=True):
             counts = merged.setdefault(label, [0] * 6)
             if isinstance(target, StaticResponse):
-                counts[target.status // 100] += target.hits
+                target.count(counts)  # its own answers, its 304s and its encoded variants'
             else:
                 for digit, count in enumerate(target.responses):
                     counts[digit] += count
@@ -376,7 +380,7 @@ class Router:
         """Zero the response counters of every target."""
         for target in self.targets:
             if isinstance(target, StaticResponse):
-                target.hits = 0
+                target.reset_counts()
             else:
                 target.responses[:] = [0] * 6
 

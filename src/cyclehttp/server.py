@@ -180,7 +180,8 @@ class Server:
 
         Idle keep-alive connections close at once; busy ones get their
         response with ``Connection: close``. After ``timeout`` seconds
-        (``Config.graceful_timeout`` by default) the rest are aborted.
+        (``Config.graceful_timeout`` by default) streamed responses are ended
+        (a chunked stream with its last chunk) and the rest are aborted.
         """
         if timeout is None:
             timeout = self.config.graceful_timeout
@@ -194,6 +195,11 @@ class Server:
             deadline = time.monotonic() + timeout
             while state.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+            # Bodies still being sent (an endless event stream, uvicorn #251) end now: a
+            # chunked stream gets its last chunk and a close, a turn of the loop to write it.
+            if sum(connection.end_long() for connection in list(state.connections)):
+                for _ in range(3):
+                    await asyncio.sleep(0)
             for connection in list(state.connections):
                 connection._abort()
             # Let the aborted transports call connection_lost.
