@@ -450,3 +450,21 @@ def test_stream_rejects_what_is_not_an_iterator_and_bad_input() -> None:
     assert isinstance(stream, StreamingResponse)
     assert stream.content_type == "text/event-stream"
     assert [n for n, _ in stream.headers].count("Content-Type") == 1
+
+
+async def test_a_bad_request_behind_a_long_stream_waits_for_the_stream_to_end(cyclehttp_server) -> None:
+    """The error answer's linger close starts when it is sent, not while the stream before it runs."""
+
+    async def slow() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            await asyncio.sleep(0.6)  # 3 s in all: longer than the 2 s linger, and than a tick
+            yield b"tick\n"
+
+    server = await cyclehttp_server(App([("GET", "/slow", lambda r: Response.stream(slow()))]))
+    async with await server.raw() as conn:
+        await conn.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n")
+        data = await conn.read_until_closed(timeout=10)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert rest.count(b"tick\n") == 5
+    assert b"0\r\n\r\nHTTP/1.1 400 " in rest

@@ -1027,7 +1027,15 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(408, f"request body stalled for {config.body_timeout:g} s", "body_timeout")
                 self._flush()
         elif state == CLOSING:
-            if self._linger and now - self._since > LINGER_SECONDS * 1e9 and self._transport is not None:
+            # Linger from when the error answer went out, not while answers before it are still
+            # running or streaming (they would be cut off).
+            if (
+                self._linger
+                and self._busy is None
+                and not self._queue
+                and now - self._since > LINGER_SECONDS * 1e9
+                and self._transport is not None
+            ):
                 self._transport.close()
         elif state == IDLE and self._busy is None and not self._queue and not self._out:
             limit = config.header_timeout if self._fresh else config.keep_alive_timeout
