@@ -1,7 +1,8 @@
 """cyclehttp: a fast, hardened HTTP/1.1 server and microframework on uvloop and httptools."""
 
 from .app import App
-from .errors import HTTPError, RouteError
+from .bodystream import StreamingRequest
+from .errors import ClientDisconnected, HTTPError, RouteError
 from .files import FileResponse
 from .request import Headers, QueryParams, Request
 from .response import Response
@@ -10,6 +11,7 @@ from .streaming import StreamingResponse
 
 __all__ = [
     "App",
+    "ClientDisconnected",
     "FileResponse",
     "HTTPError",
     "Headers",
@@ -18,6 +20,7 @@ __all__ = [
     "Response",
     "RouteError",
     "Server",
+    "StreamingRequest",
     "StreamingResponse",
     "run",
 ]

@@ -60,12 +60,17 @@ class App:
             methods, path, target = route
             self.add_route(methods, path, target)
 
-    def add_route(self, method: str | Sequence[str], path: str, target: object) -> None:
+    def add_route(
+        self, method: str | Sequence[str], path: str, target: object, *, stream_body: bool = False
+    ) -> None:
         """Serve ``target`` for ``method`` (or each of several methods) on ``path``.
 
         ``path`` may hold parameters: ``{name}`` (one segment), ``{name:int}``,
         ``{name:float}``, ``{name:uuid}`` and ``{name:path}`` (the rest of the
         path, slashes included); handlers find them in ``request.params``.
+        ``stream_body=True`` (an async handler): the handler runs as soon as the
+        headers are in and reads the body as it arrives, ``async for chunk in
+        request.stream()``, instead of receiving it whole in ``request.body``.
         Raises ``RouteError`` for a bad path, converter or method, or a route
         declared twice.
         """
@@ -79,7 +84,7 @@ class App:
             raise RouteError(f"route {path!r} has no methods")
         pattern = compile_pattern(path)
         where = f"route {'/'.join(map(str, methods))} {path}"
-        built = make_target(target, where)
+        built = make_target(target, where, stream_body)
         specs: list[RouteSpec] = []
         for name in methods:
             normalized = normalize_method(name)
@@ -95,11 +100,15 @@ class App:
             self._declared[(spec.method, pattern.signature)] = spec
             self._routes.append(spec)
 
-    def route(self, path: str, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
+    def route(
+        self, path: str, methods: Sequence[str] = ("GET",), *, stream_body: bool = False
+    ) -> Callable[[F], F]:
         """Decorator: ``@app.route("/items", methods=["GET", "POST"])``."""
 
         def decorator(handler: F) -> F:
-            self.add_route(methods if isinstance(methods, str) else list(methods), path, handler)
+            self.add_route(
+                methods if isinstance(methods, str) else list(methods), path, handler, stream_body=stream_body
+            )
             return handler
 
         return decorator
@@ -108,17 +117,17 @@ class App:
         """Decorator for a GET route (HEAD is served from it too)."""
         return self.route(path, ["GET"])
 
-    def post(self, path: str) -> Callable[[F], F]:
-        """Decorator for a POST route."""
-        return self.route(path, ["POST"])
+    def post(self, path: str, *, stream_body: bool = False) -> Callable[[F], F]:
+        """Decorator for a POST route (``stream_body``: see ``add_route``)."""
+        return self.route(path, ["POST"], stream_body=stream_body)
 
-    def put(self, path: str) -> Callable[[F], F]:
-        """Decorator for a PUT route."""
-        return self.route(path, ["PUT"])
+    def put(self, path: str, *, stream_body: bool = False) -> Callable[[F], F]:
+        """Decorator for a PUT route (``stream_body``: see ``add_route``)."""
+        return self.route(path, ["PUT"], stream_body=stream_body)
 
-    def patch(self, path: str) -> Callable[[F], F]:
-        """Decorator for a PATCH route."""
-        return self.route(path, ["PATCH"])
+    def patch(self, path: str, *, stream_body: bool = False) -> Callable[[F], F]:
+        """Decorator for a PATCH route (``stream_body``: see ``add_route``)."""
+        return self.route(path, ["PATCH"], stream_body=stream_body)
 
     def delete(self, path: str) -> Callable[[F], F]:
         """Decorator for a DELETE route."""

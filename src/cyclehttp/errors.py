@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["HTTPError", "RouteError"]
+__all__ = ["ClientDisconnected", "HTTPError", "RouteError"]
 
 
 class HTTPError(Exception):
@@ -39,4 +39,12 @@ class RouteError(ValueError):
 
     Raised when the route is declared, so a mistake stops the app at start-up
     instead of turning into 404s in production.
+    """
+
+
+class ClientDisconnected(ConnectionResetError):
+    """The client closed the connection before the request body was complete.
+
+    Raised by ``request.stream()`` (and ``request.read()``) on a ``stream_body``
+    route; nothing can be answered any more, so the handler should just end.
     """

@@ -17,7 +17,7 @@ The read side has one explicit state:
 =========  =============================================================
 IDLE       between requests (nothing of the next request has arrived)
 HEAD       reading a request line and headers
-BODY       reading a request body
+BODY       reading a request body (a streamed one: its handler runs meanwhile)
 CLOSING    no more requests will be parsed; close once responses are out
 =========  =============================================================
 
@@ -30,6 +30,25 @@ A handler may return a *long response* (``streaming.StreamingResponse``,
 ``files.FileResponse``): its head is answered like any other, then its body is
 sent by the busy task (``_send_long``), which waits at ``writable()`` while the
 transport is paused; the requests behind it queue as behind an async handler.
+
+A ``stream_body`` route's handler runs at ``on_headers_complete`` instead (or
+queues there, in order): ``_body`` is then a ``bodystream.BodyStream`` that
+``on_body`` appends to like the buffered list, so the callbacks do not branch.
+The stream holds ``STREAM_BUFFER`` bytes before reading pauses (``_PAUSED_BODY``);
+the handler taking chunks resumes it. A limit, timeout or parse error while it
+is read fails the stream with ``HTTPError`` and the server answers that status
+(``_fail``), dropping the handler's answer; the client leaving fails it with
+``ClientDisconnected`` and the handler ends by itself. A handler that returns
+before the body is all in answers with ``Connection: close`` and a lingering
+close. The request is the busy task until its handler returns, so requests
+pipelined after it queue as behind any async handler.
+
+``Expect: 100-continue`` is noted in ``on_header`` (length 6) and decided once
+the request is routed (``_expectation``): 417 for other expectations; a static
+target (404, 405 included) answers at once and closes, the body unread; a
+handler route owes a ``100 Continue``, written in order when the body is
+wanted (a buffered route: now; a streamed one: its first read). HTTP/1.0
+ignores Expect.
 
 Every read takes ``monotonic_ns()`` once (``_read_ns``): a request that
 begins in it starts its timeouts and its latency there. Answers to requests
@@ -56,7 +75,8 @@ from httptools import (
     parse_url,
 )
 
-from .errors import HTTPError
+from .bodystream import STREAM_BUFFER, BodyStream, StreamingRequest
+from .errors import ClientDisconnected, HTTPError
 from .metrics import PARSE_ERROR
 from .proxy import ProxyContext, trusted_proxies
 from .request import Request
@@ -89,6 +109,11 @@ CLOSING: Final = 3
 # Why reading is paused (a bit set): the transport resumes only when none is left.
 _PAUSED_WRITE: Final = 1
 _PAUSED_QUEUE: Final = 2
+_PAUSED_BODY: Final = 4  # a streamed request body holds more than bodystream.STREAM_BUFFER
+
+# The interim answer to ``Expect: 100-continue`` (RFC 9110 section 10.1.1); as a queue
+# entry's target it is written in its turn and counts as no response.
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _SLASH: Final = ord("/")
 _QUESTION_MARK: Final = ord("?")
@@ -152,8 +177,10 @@ class HttpProtocol(asyncio.Protocol):
         "_close_after_flush",
         "_conditions",
         "_connection_header",
+        "_continue_pending",
         "_draining",
         "_ending",
+        "_expect",
         "_fresh",
         "_handler_time",
         "_head",
@@ -231,7 +258,11 @@ class HttpProtocol(asyncio.Protocol):
         self._started_ns = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] | None = None
+        # The body being read: chunks of a buffered handler route, the stream of a
+        # stream_body route (it has an append too: on_body does not tell them apart).
+        self._body: list[bytes] | BodyStream | None = None
+        self._expect: bytes | None = None  # Expect's value; reset where it is read, like _conditions
+        self._continue_pending = False  # a 100 Continue is owed once the body is wanted
         self._method = b""
         self._path = b""
         self._query = b""
@@ -295,6 +326,15 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         self._out.clear()
         self._out_size = 0
+        stream = self._body
+        if stream.__class__ is BodyStream:
+            self._body = None
+            waiting = stream.waiting
+            stream.fail(ClientDisconnected("the client closed the connection during the request body"))
+            if waiting:
+                # Its handler is the busy task, waiting for the body: it gets ClientDisconnected
+                # and ends by itself (cancelling it would raise CancelledError instead).
+                return
         if self._busy is not None:
             self._busy.cancel()
             self._busy = None
@@ -351,6 +391,10 @@ class HttpProtocol(asyncio.Protocol):
         the transport closes at once.
         """
         self._state = CLOSING
+        stream = self._body
+        if stream.__class__ is BodyStream:
+            self._body = None
+            stream.fail(ClientDisconnected("the client ended its side before the request body was complete"))
         if self._busy is None and not self._queue:
             return None
         self._pause(_PAUSED_QUEUE)
@@ -417,8 +461,11 @@ class HttpProtocol(asyncio.Protocol):
         elif size == 17:
             if name.lower() == b"transfer-encoding":
                 self._check_transfer_encoding(value)
-        elif size == 16 and name.lower() == b"proxy-connection":  # llhttp reads it as Connection
-            self._connection_header = True
+        elif size == 16:
+            if name.lower() == b"proxy-connection":  # llhttp reads it as Connection
+                self._connection_header = True
+        elif size == 6 and name.lower() == b"expect":
+            self._expect = value if self._expect is None else self._expect + b", " + value
 
     def _add_condition(self, if_none_match: bytes | None, accept_encoding: bytes | None) -> None:
         """Note an ``If-None-Match`` or ``Accept-Encoding`` value for a static target's ``select``.
@@ -494,13 +541,78 @@ class HttpProtocol(asyncio.Protocol):
         self._method = method
         self._head = method == b"HEAD"
         self._state = BODY
-        if self._targets[self._index].__class__ is HandlerTarget or self._access is not None:
+        if self._expect is not None:
+            self._expectation(version)
+        target = self._targets[self._index]
+        if target.__class__ is HandlerTarget or self._access is not None:
             self._path = path
             self._query = query
             self._version = version
-            self._body = []
+            if target.__class__ is HandlerTarget and target.stream_body:
+                self._start_stream(target)
+            else:
+                self._body = []
         else:
             self._body = None
+
+    def _expectation(self, version: str) -> None:
+        """``Expect`` (RFC 9110 section 10.1.1), once the request is routed.
+
+        HTTP/1.0: ignored. Anything but ``100-continue``: 417. A request without a
+        body: nothing to continue. A static target (404, 405 too): its final answer
+        now and the connection closes, the client sends no body. A handler: 100
+        Continue, when the body is wanted (a stream_body handler's first read),
+        or, buffered, now (in its turn behind the answers before it).
+        """
+        expect = self._expect
+        self._expect = None
+        if version == "1.0" or expect is None:
+            return
+        if expect.strip(b" \t").lower() != b"100-continue":
+            raise _Reject(417, "the only expectation supported is 100-continue")
+        if not _has_body(self._headers):
+            return
+        target = self._targets[self._index]
+        if target.__class__ is not HandlerTarget:
+            # The final answer instead of 100 Continue: no body to wait for, then close.
+            self._conditions = None
+            self._state = CLOSING
+            self._linger = True  # the body may come all the same
+            self._pause(_PAUSED_QUEUE)
+            entry = (target, None, CLOSE, self._head, self._begin_ns)
+            if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
+                self._execute(*entry)
+            else:
+                self._queue.append(entry)
+            raise _Reject  # stop parsing: nothing more is read from this client
+        self._continue_pending = True
+        if not target.stream_body:
+            if self._busy is None and not self._queue:
+                self.send_continue()
+            else:
+                self._queue.append((_CONTINUE, None, KEEP_ALIVE, False, 0))
+
+    def _start_stream(self, target: HandlerTarget) -> None:
+        """A stream_body route: its handler runs now (or in its turn) and reads the body as it comes."""
+        stream = BodyStream(self)
+        self._body = stream
+        request = StreamingRequest(
+            self._method,
+            self._path,
+            self._query,
+            self._headers,
+            stream,
+            self._params,
+            self._version,
+            self._request_transport,
+        )
+        entry = (target, request, self._mode, self._head, self._begin_ns)
+        if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
+            self._execute(*entry)
+        else:
+            self._queue.append(entry)
+            if len(self._queue) >= self._max_queue:
+                self._pause(_PAUSED_QUEUE)
 
     def _absolute_form(self, url: bytes) -> tuple[bytes, bytes]:
         """Path and query of an absolute-form target (``http://host/path``); 400 otherwise."""
@@ -563,13 +675,18 @@ class HttpProtocol(asyncio.Protocol):
                 self._flush()
             return
         request: Request | None = None
-        if self._body is not None:
+        body = self._body
+        if body.__class__ is BodyStream:  # a stream_body route: its handler runs already
+            self._body = None
+            body.finish()
+            return
+        if body is not None:
             request = Request(
                 self._method,
                 self._path,
                 self._query,
                 self._headers,
-                b"".join(self._body),
+                b"".join(body),  # type: ignore[arg-type]
                 self._params,
                 self._version,
                 self._request_transport,
@@ -600,6 +717,9 @@ class HttpProtocol(asyncio.Protocol):
             if request is not None:  # only built for a static target when the access log is on
                 self._log_access(request, target.status, 0 if head else len(target.body), start)
         elif target.__class__ is bytes:  # a pre-rendered error that ends the connection
+            if target is _CONTINUE:
+                self.send_continue()
+                return
             self._out.append(target)
             self._sent(CLOSE, len(target), start)
             if self._access is not None:
@@ -676,33 +796,98 @@ class HttpProtocol(asyncio.Protocol):
         called: int,
     ) -> None:
         try:
-            result = await awaitable
+            try:
+                result = await awaitable
+            finally:
+                if request.__class__ is StreamingRequest:
+                    mode = self._stream_ended(request, mode)
             if isinstance(result, LongResponse):
                 if called:
                     self._handler_time.record(monotonic_ns() - called)
-                if self._transport is None:
+                if self._transport is None or mode < 0:
                     await self._discard_long(result, request)
-                    return
-                sending = self._start_long(result, target, request, mode, head, start)
-                if sending is not None:
-                    await self._send_long(*sending, target, request, start)  # as _busy
+                    if self._transport is None:
+                        return
+                    result = None  # the server answers the failed body: nothing of the handler's goes out
                 else:
-                    self._busy = None
-                    self._since = monotonic_ns()
-                    self._drain_queue()
-                    self._flush()
-                return
-            data = render_result(result, mode if not self._draining else CLOSE, head)
+                    sending = self._start_long(result, target, request, mode, head, start)
+                    if sending is not None:
+                        await self._send_long(*sending, target, request, start)  # as _busy
+                    else:
+                        self._busy = None
+                        self._since = monotonic_ns()
+                        self._drain_queue()
+                        self._flush()
+                    return
+            data = b"" if mode < 0 else render_result(result, mode if not self._draining else CLOSE, head)
         except Exception as exc:
-            data = self._handler_failed(exc, target, request, mode, head)
+            if request.__class__ is StreamingRequest and mode < 0:
+                data = b""  # the body failed (stream's error): the server answers, or the client left
+            else:
+                data = self._handler_failed(exc, target, request, mode, head)
         if called:
             self._handler_time.record(monotonic_ns() - called)
         self._busy = None
         if self._transport is None:
             return
+        if mode < 0:  # the server answers the failed body itself (queued by _fail)
+            self._since = monotonic_ns()
+            self._drain_queue()
+            self._flush()
+            return
         self._since = monotonic_ns()  # idle from now on, not from when the request was read
         self._answered(target, request, data, mode, start, False)
         self._drain_queue()
+        self._flush()
+
+    def _stream_ended(self, request: StreamingRequest, mode: int) -> int:
+        """A stream_body handler returned (or raised): the mode its answer goes out with.
+
+        -1: the body failed (413, 408, 400, the client left); the handler's answer
+        is dropped, the server's error answer (queued by ``_fail``) stands. The body
+        not all received: the answer closes the connection (``Connection: close``),
+        and what the client still sends is read and dropped for ``LINGER_SECONDS``
+        (lingering close), so keep-alive framing never depends on an unread body.
+        """
+        stream = request._stream
+        self._continue_pending = False
+        if stream.error is not None:
+            mode = -1
+        elif not stream.complete:
+            if self._body is stream:
+                self._body = None
+            stream.fail(ClientDisconnected("the handler returned before reading the whole body"))
+            self._state = CLOSING
+            self._linger = True
+            mode = CLOSE
+        self._resume_body()
+        return mode
+
+    def pause_body(self) -> None:
+        """A stream_body's buffer is over its bound: stop reading until its handler takes some."""
+        self._pause(_PAUSED_BODY)
+
+    def body_consumed(self) -> None:
+        """A stream_body handler took chunks: read again unless the body being read is still full."""
+        if self._paused & _PAUSED_BODY:
+            self._resume_body()
+
+    def _resume_body(self) -> None:
+        body = self._body
+        if body.__class__ is not BodyStream or body.buffered <= STREAM_BUFFER // 2:
+            if self._paused & _PAUSED_BODY:
+                self._since = monotonic_ns()  # the body's silence is timed from here, not from the pause
+            self._resume(_PAUSED_BODY)
+
+    def send_continue(self) -> None:
+        """Write ``100 Continue`` if one is owed (``Expect: 100-continue``): the body is wanted now."""
+        if not self._continue_pending:
+            return
+        self._continue_pending = False
+        if self._transport is None or self._state == CLOSING:
+            return
+        self._out.append(_CONTINUE)
+        self._out_size += len(_CONTINUE)
         self._flush()
 
     def _answered(
@@ -986,6 +1171,11 @@ class HttpProtocol(asyncio.Protocol):
         """
         error_log.debug("rejecting request with %d: %s", status, detail)
         self._stats.refused(reason, status)
+        self._continue_pending = False
+        stream = self._body
+        if stream.__class__ is BodyStream:  # its handler runs: it gets the error, the server answers
+            self._body = None
+            stream.fail(HTTPError(status, detail))
         self._linger = True
         data = error_response(status, detail).render(CLOSE, False)
         start = self._begin_ns if self._state == HEAD or self._state == BODY else self._read_ns
@@ -1023,7 +1213,9 @@ class HttpProtocol(asyncio.Protocol):
                 )
                 self._flush()
         elif state == BODY:
-            if now - max(self._read_ns, self._since) > config.body_timeout * 1e9:
+            if self._paused & _PAUSED_BODY or self._continue_pending:
+                pass  # the server's turn: a handler not reading its body (yet)
+            elif now - max(self._read_ns, self._since) > config.body_timeout * 1e9:
                 self._fail(408, f"request body stalled for {config.body_timeout:g} s", "body_timeout")
                 self._flush()
         elif state == CLOSING:
@@ -1084,6 +1276,17 @@ def _peer_host(transport: asyncio.BaseTransport) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return "-"
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request body follows these headers: Transfer-Encoding, or a Content-Length over 0."""
+    for name, value in headers:
+        size = len(name)
+        if size == 17 and name.lower() == b"transfer-encoding":
+            return True
+        if size == 14 and name.lower() == b"content-length" and value.strip(b" \t") not in (b"0", b""):
+            return True
+    return False
 
 
 def _body_size(message: bytes) -> int:

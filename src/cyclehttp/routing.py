@@ -155,9 +155,9 @@ def normalize_method(method: str) -> str:
 class HandlerTarget:
     """A route served by calling user code with a ``Request``."""
 
-    __slots__ = ("handler", "is_async", "name", "responses")
+    __slots__ = ("handler", "is_async", "name", "responses", "stream_body")
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, stream_body: bool = False) -> None:
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
@@ -165,10 +165,12 @@ class HandlerTarget:
         self.name = getattr(handler, "__qualname__", None) or repr(handler)
         self.responses = [0] * 6
         """Responses sent, by the first digit of their status."""
+        self.stream_body = stream_body
+        """Run the handler when the headers are complete; it reads the body with ``request.stream()``."""
 
     def copy(self) -> HandlerTarget:
         """The same handler with its own counters (each compiled router counts for itself)."""
-        return HandlerTarget(self.handler)
+        return HandlerTarget(self.handler, self.stream_body)
 
     def __repr__(self) -> str:
         kind = "async handler" if self.is_async else "handler"
@@ -178,8 +180,22 @@ class HandlerTarget:
 Target: TypeAlias = StaticResponse | HandlerTarget
 
 
-def make_target(target: object, where: str) -> Target:
-    """A route target from what the user declared: a Response, data, or a handler."""
+def make_target(target: object, where: str, stream_body: bool = False) -> Target:
+    """A route target from what the user declared: a Response, data, or a handler.
+
+    ``stream_body``: the handler reads the request body as it arrives (an async handler only).
+    """
+    if stream_body:
+        if not callable(target):
+            raise RouteError(f"{where}: stream_body=True needs a handler, not {target!r}")
+        built = make_target(target, where)
+        if not isinstance(built, HandlerTarget) or not built.is_async:
+            raise RouteError(
+                f"{where}: stream_body=True needs an async handler (it reads the body with "
+                "'async for chunk in request.stream()')"
+            )
+        built.stream_body = True
+        return built
     if isinstance(target, Response):
         return StaticResponse(target)
     if isinstance(target, str):
