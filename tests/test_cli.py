@@ -41,7 +41,7 @@ COMMANDS.append(
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CYCLEHTTP_")}
     env.pop("PYTHONPATH", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env

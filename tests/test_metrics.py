@@ -486,7 +486,7 @@ def test_exit_summary_is_logged_by_the_cli() -> None:
         for line in server.stderr:  # the server logs where it listens, then the request
             if "listening on" in line:
                 break
-        url = line.rsplit(" ", 1)[1].strip()
+        url = line.split("listening on ", 1)[1].split()[0]
         assert httpx.get(url + "/", timeout=5).text == "Hello, World!"
         server.send_signal(signal.SIGTERM)
         _, rest = server.communicate(timeout=30)

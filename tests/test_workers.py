@@ -234,7 +234,7 @@ def test_two_workers_serve(tmp_path: Path, balance: str) -> None:
         if balance == "reuseport":
             # The kernel hashes each new connection to one of the two sockets.
             assert answered == workers
-        assert "with 2 workers" in served.text()
+        assert "(2 workers, " in served.text()
         assert stop(served) == 0
 
 

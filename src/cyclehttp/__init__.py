@@ -2,7 +2,7 @@
 
 from .app import App
 from .bodystream import StreamingRequest
-from .errors import ClientDisconnected, HTTPError, RouteError
+from .errors import ClientDisconnected, HTTPError, RouteError, StartupError
 from .files import FileResponse
 from .request import Headers, QueryParams, Request
 from .response import Response
@@ -20,6 +20,7 @@ __all__ = [
     "Response",
     "RouteError",
     "Server",
+    "StartupError",
     "StreamingRequest",
     "StreamingResponse",
     "run",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .errors import RouteError
+from .lifecycle import Hook, Lifespan, Phase, State, check_hook
 from .metrics import Stats, StatsSnapshot
 from .routing import Router, RouteSpec, compile_pattern, make_target, normalize_method
 from .staticfiles import (
@@ -24,6 +25,7 @@ from .staticfiles import (
 __all__ = ["App", "RouteLike"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Hook)
 
 # (method or methods, path, target): the form of a route in a plain list.
 RouteLike = tuple[str | Sequence[str], str, object]
@@ -42,6 +44,10 @@ class App:
     ``metrics_path`` (e.g. ``"/metrics"``) serves the server's figures there
     in the Prometheus text format, outside the app's routes; the
     ``--metrics-path`` option does the same and wins over it.
+
+    ``@app.on_startup`` / ``@app.on_shutdown`` declare hooks that every
+    serving process runs around its life, and ``app.state`` holds what they
+    make for the handlers (``request.app.state``): see ``cyclehttp.lifecycle``.
     """
 
     def __init__(self, routes: Iterable[RouteLike] = (), *, metrics_path: str | None = None) -> None:
@@ -54,6 +60,9 @@ class App:
         self._declared: dict[tuple[str, str], RouteSpec] = {}
         self._origins: dict[tuple[str, str], str] = {}  # routes made by app.static(): which call
         self._stats = Stats()
+        self._hooks: list[tuple[Phase, Hook]] = []
+        self.state = State()
+        """Shared resources (a connection pool, a cache): set them in a startup hook."""
         for route in routes:
             if not isinstance(route, tuple) or len(route) != 3:
                 raise RouteError(f"a route must be a (method, path, target) tuple, got {route!r}")
@@ -191,6 +200,41 @@ class App:
             self.add_route("GET", path, target)
             self._origins[("GET", compile_pattern(path).signature)] = declaration.where
         return plan
+
+    def on_startup(self, hook: H) -> H:
+        """Decorator: run ``hook(app)`` (sync or ``async``) in every serving process, before it
+        accepts its first connection, in declaration order.
+
+        A hook that raises stops that start: ``Server.start`` raises ``StartupError``
+        (the CLI exits non-zero). Raises ``TypeError`` now when ``hook`` cannot be
+        called as ``hook(app)``.
+        """
+        self.add_startup(hook)
+        return hook
+
+    def on_shutdown(self, hook: H) -> H:
+        """Decorator: run ``hook(app)`` (sync or ``async``) in every serving process after its
+        last connection is drained; the last declared runs first.
+
+        A hook that raises is logged on ``cyclehttp.error`` and the others still run.
+        When a startup hook fails, the shutdown hooks declared before it run.
+        """
+        self.add_shutdown(hook)
+        return hook
+
+    def add_startup(self, hook: Hook) -> None:
+        """``app.on_startup`` without the decorator."""
+        check_hook(hook, "startup")
+        self._hooks.append(("startup", hook))
+
+    def add_shutdown(self, hook: Hook) -> None:
+        """``app.on_shutdown`` without the decorator."""
+        check_hook(hook, "shutdown")
+        self._hooks.append(("shutdown", hook))
+
+    def lifespan(self) -> Lifespan:
+        """One run of the hooks (``Server.start`` makes one): ``await start()``, later ``await stop()``."""
+        return Lifespan(self, self._hooks)
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:

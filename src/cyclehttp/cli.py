@@ -1,7 +1,10 @@
-"""The ``cyclehttp`` command: ``cyclehttp module:attr [options]``, and ``cyclehttp stats URL``.
+"""The ``cyclehttp`` command: ``cyclehttp module:attr [options]``, ``cyclehttp routes module:attr``
+and ``cyclehttp stats URL``.
 
-Mistakes in what the user typed (a bad target, a bad option) print one line
-starting with ``cyclehttp: error:`` and exit with status 2, like argparse.
+Mistakes in what the user typed (a bad target, a bad option, a bad
+``CYCLEHTTP_*`` variable) print one line starting with ``cyclehttp: error:``
+and exit with status 2, like argparse. Every option can also be set in the
+environment (``cyclehttp.envvars``): command line > environment > default.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from . import __version__
 from .accesslog import ACCESS_LOGGER
 from .app import App
 from .config import DEFAULTS, Config
+from .envvars import TARGET_VARIABLE, add_env_help, apply_environment
 from .errors import RouteError
 from .listeners import ListenError, close_listeners, open_listeners
 from .workers import BALANCES, DEFAULT_BALANCE
 
-__all__ = ["TargetError", "build_parser", "load_app", "main", "serve_sockets"]
+__all__ = ["TargetError", "build_parser", "build_routes_parser", "load_app", "main", "serve_sockets"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -178,11 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclehttp",
         description="Serve a cyclehttp app: cyclehttp module:attr. "
+        "List its compiled routes: cyclehttp routes module:attr. "
         "Look at a running server's figures: cyclehttp stats URL (see cyclehttp stats --help).",
+        epilog=ENV_EPILOG,
     )
     parser.add_argument(
         "target",
         metavar="module:attr",
+        nargs="?",
         help="the App (or list of routes) to serve, e.g. examples.hello:routes",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -262,7 +269,47 @@ def build_parser() -> argparse.ArgumentParser:
             else f"{OPTION_HELP[field.name]} (default: {default})",
         )
     parser.add_argument("--version", action="version", version=f"cyclehttp {__version__}")
+    add_env_help(parser)
     return parser
+
+
+def build_routes_parser() -> argparse.ArgumentParser:
+    """``cyclehttp routes module:attr``: the options that decide which routes an app serves."""
+    parser = argparse.ArgumentParser(
+        prog="cyclehttp routes",
+        description="Print the compiled route table of a cyclehttp app: each target index, its "
+        "methods and path, and what answers (a static buffer, with its size and variants, or a "
+        "handler), then the built-in answers (metrics page, 405s, 404).",
+        epilog=ENV_EPILOG,
+    )
+    parser.add_argument(
+        "target",
+        metavar="module:attr",
+        nargs="?",
+        help="the App (or list of routes), e.g. examples.hello:routes",
+    )
+    parser.add_argument("--factory", action="store_true", help="call module:attr to get the App")
+    parser.add_argument("--app-dir", default=".", help="directory added to sys.path first (default: .)")
+    parser.add_argument("--metrics-path", type=_path, metavar="PATH", help=OPTION_HELP["metrics_path"])
+    add_env_help(parser)
+    return parser
+
+
+ENV_EPILOG = (
+    "Every option can also come from the environment: CYCLEHTTP_ and the option's long name "
+    "upper-cased with dashes as underscores (--max-body-size: CYCLEHTTP_MAX_BODY_SIZE), "
+    f"module:attr from {TARGET_VARIABLE}. The command line wins over the environment. Flags take "
+    "1/0, true/false, yes/no or on/off. An empty variable counts as unset."
+)
+
+
+def _parse(parser: argparse.ArgumentParser, arguments: Sequence[str]) -> argparse.Namespace:
+    """Parse ``arguments`` over the ``CYCLEHTTP_*`` variables; a bad value or no target exits 2."""
+    apply_environment(parser, os.environ, warn_typos=parser.prog == "cyclehttp")
+    args = parser.parse_args(arguments)
+    if args.target is None:
+        parser.error(f"the following arguments are required: module:attr (or set {TARGET_VARIABLE})")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import statsview
 
         return statsview.main(arguments[1:])
-    parser = build_parser()
-    args = parser.parse_args(arguments)
+    if arguments[:1] == ["routes"]:
+        return _routes(arguments[1:])
+    args = _parse(build_parser(), arguments)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -312,6 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_sockets(app, config, socks, backlog=args.backlog)
     finally:
         close_listeners(socks)
+
+
+def _routes(arguments: Sequence[str]) -> int:
+    """``cyclehttp routes``: print the route table; a bad target is an error, exit 2."""
+    from .routetable import format_routes
+
+    args = _parse(build_routes_parser(), arguments)
+    try:
+        app = load_app(args.target, factory=args.factory, app_dir=args.app_dir)
+        table = format_routes(app, metrics_path=args.metrics_path, title=f"routes of {args.target}")
+    except (TargetError, RouteError) as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(table)
+    return 0
 
 
 def _reuse_port(args: argparse.Namespace) -> bool:
@@ -357,13 +420,16 @@ def serve_sockets(app: App, config: Config, socks: Sequence[socket.socket], *, b
     """
     import uvloop
 
-    from .server import Server
+    from .server import Server, StartupError
 
     try:
         uvloop.run(Server(app, config).serve(socks=socks, backlog=backlog))
     except RouteError as exc:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:  # the hook's traceback is logged on cyclehttp.error already
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cyclehttp: error: cannot serve: {exc}", file=sys.stderr)
         return 1

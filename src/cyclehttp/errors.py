@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["ClientDisconnected", "HTTPError", "RouteError"]
+__all__ = ["ClientDisconnected", "HTTPError", "RouteError", "StartupError"]
 
 
 class HTTPError(Exception):
@@ -47,4 +47,13 @@ class ClientDisconnected(ConnectionResetError):
 
     Raised by ``request.stream()`` (and ``request.read()``) on a ``stream_body``
     route; nothing can be answered any more, so the handler should just end.
+    """
+
+
+class StartupError(RuntimeError):
+    """A startup hook (``@app.on_startup``) raised, so the server did not start.
+
+    The message names the hook; the hook's own exception is ``__cause__``.
+    Raised by ``Server.start`` before any connection was accepted; the
+    shutdown hooks declared before the failed hook have run.
     """

@@ -3,7 +3,9 @@
 gunicorn owns the processes (forking, restarting dead workers, killing hung
 ones, ``--max-requests`` recycling, ``HUP``/``TTIN``/``TTOU``, binding the
 listeners); each worker process runs one uvloop loop with one cyclehttp
-``Server`` per listening socket gunicorn bound (TCP or Unix). gunicorn is
+``Server`` per listening socket gunicorn bound (TCP or Unix), and the app's
+startup and shutdown hooks once around them all (a startup hook that raises
+is a boot error: the arbiter stops). gunicorn is
 not a dependency of cyclehttp: only this module imports it.
 
 The target is loaded by ``cyclehttp.cli.load_app``, not by gunicorn's WSGI
@@ -98,6 +100,8 @@ from .accesslog import ACCESS_LOGGER
 from .app import App
 from .cli import TargetError, load_app
 from .config import DEFAULT_MAX_HEADER_SIZE, Config
+from .errors import StartupError
+from .lifecycle import Lifespan
 from .server import Server
 
 __all__ = ["CycleWorker", "config_from_gunicorn"]
@@ -144,6 +148,7 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
         self.loop: asyncio.AbstractEventLoop | None = None
         self.cycle_app: App | None = None
         self.servers: list[Server] = []
+        self._lifespan: Lifespan | None = None
         self._stop: asyncio.Event | None = None
         self._fast_exit = False
 
@@ -280,25 +285,40 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
             await self._stop.wait()
             timeout = 0.0 if self._fast_exit else float(self.cfg.graceful_timeout)
             await asyncio.gather(*(server.shutdown(timeout) for server in self.servers))
+            await self._stop_hooks()
         finally:
             heartbeat.cancel()
         self.log.info("cyclehttp worker %s stopped: %d requests served", self.pid, self.requests_served())
 
     async def _start_servers(self) -> None:
-        """One ``Server`` per listener gunicorn bound; a failure stops gunicorn (``WORKER_BOOT_ERROR``)."""
+        """The app's startup hooks (once per worker), then one ``Server`` per listener gunicorn bound;
+        a failure stops gunicorn (``WORKER_BOOT_ERROR``)."""
         if self.cfg.is_ssl:
             self._boot_error("TLS options (--certfile/--keyfile) are not supported; terminate TLS in front")
         assert self.cycle_app is not None
+        lifespan = self.cycle_app.lifespan()
+        try:
+            await lifespan.start()  # the hook's traceback is logged already
+        except StartupError as exc:
+            self._boot_error(str(exc))
+        self._lifespan = lifespan
         config = config_from_gunicorn(self.cfg, access_log=self._access_log_enabled())
         for listener in self.sockets:
-            server = Server(self.cycle_app, config)
+            server = Server(self.cycle_app, config, run_hooks=False)
             try:
                 await server.start(sock=getattr(listener, "sock", listener), backlog=self.cfg.backlog)
             except Exception as exc:
                 for started in self.servers:
                     await started.shutdown(0)
+                await self._stop_hooks()
                 self._boot_error(f"cannot serve on {listener}: {type(exc).__name__}: {exc}")
             self.servers.append(server)
+
+    async def _stop_hooks(self) -> None:
+        """The app's shutdown hooks, after every server of this worker has drained."""
+        lifespan, self._lifespan = self._lifespan, None
+        if lifespan is not None:
+            await lifespan.stop()
 
     def _boot_error(self, message: str) -> NoReturn:
         """Log to gunicorn's error log and exit so that the arbiter halts ("Worker failed to boot")."""

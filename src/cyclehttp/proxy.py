@@ -171,6 +171,10 @@ class ProxyContext:
         """The transport's extra info (the transport API, for code that expects one)."""
         return self._transport.get_extra_info(name, default) if self._transport else default
 
+    def get_protocol(self) -> asyncio.BaseProtocol | None:
+        """The transport's protocol (``request.app`` finds the server through it)."""
+        return self._transport.get_protocol() if self._transport else None
+
     def peer(self) -> tuple[Client, bool]:
         """The socket's peer as ``(host, port)`` (None on a Unix socket) and whether it is trusted."""
         if self._peer is False:

@@ -18,6 +18,8 @@ from .proxy import ProxyContext
 if TYPE_CHECKING:
     import asyncio
 
+    from .app import App
+
 __all__ = ["Headers", "QueryParams", "Request"]
 
 _METHOD_NAMES = {
@@ -108,6 +110,7 @@ class Request:
     ``query``, ``headers``, ``client``, ``scheme`` and ``host`` are computed
     on first use. ``transport`` is the connection's transport, or a
     ``ProxyContext`` standing in for it when the server honours proxy headers.
+    ``app`` is the App being served (``request.app.state``).
     """
 
     __slots__ = (
@@ -201,6 +204,21 @@ class Request:
         if self._client is False:
             self._resolve()
         return self._host
+
+    @property
+    def app(self) -> App:
+        """The App serving this request, e.g. for ``request.app.state``.
+
+        Found on use through the connection (transport -> protocol -> server
+        state), so a request that never asks costs nothing more. Raises
+        ``RuntimeError`` for a Request no server made (one built by hand).
+        """
+        source = self._transport
+        protocol = source.get_protocol() if source is not None else None
+        app: App | None = getattr(getattr(protocol, "_server", None), "app", None)
+        if app is None:
+            raise RuntimeError("this Request was not made by a cyclehttp Server, so it has no app")
+        return app
 
     def _resolve(self) -> None:
         source = self._transport

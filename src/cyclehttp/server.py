@@ -1,7 +1,8 @@
 """Binding, the Date clock, signals and graceful shutdown.
 
 ``Server`` runs one app on the running event loop: ``await server.start()``
-binds and serves, ``await server.shutdown()`` drains and closes. ``serve()``
+runs the app's startup hooks, then binds and serves; ``await server.shutdown()``
+drains and closes, then runs the shutdown hooks (``cyclehttp.lifecycle``). ``serve()``
 adds signal handling for a process that exists to serve (the CLI); test
 servers use ``start``/``shutdown`` and never touch signal handlers.
 """
@@ -21,19 +22,21 @@ import uvloop
 
 from .accesslog import AccessLog
 from .config import Config
-from .listeners import describe
+from .errors import StartupError
 from .metrics import Stats, StatsSnapshot, format_duration
 from .prometheus import CONTENT_TYPE, render_metrics
 from .protocol import HttpProtocol
 from .request import Request
 from .response import DATE, Response
 from .routing import HandlerTarget, Router
+from .startup import startup_line
 
 if TYPE_CHECKING:
     from .app import App
+    from .lifecycle import Lifespan
     from .sharedstats import WorkerSlot
 
-__all__ = ["Server", "ServerState", "run"]
+__all__ = ["Server", "ServerState", "StartupError", "run"]
 
 logger = logging.getLogger("cyclehttp")
 error_log = logging.getLogger("cyclehttp.error")
@@ -42,9 +45,18 @@ error_log = logging.getLogger("cyclehttp.error")
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("access_log", "config", "connections", "draining", "loop", "router", "stats")
+    __slots__ = ("access_log", "app", "config", "connections", "draining", "loop", "router", "stats")
 
-    def __init__(self, router: Router, config: Config, stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        router: Router,
+        config: Config,
+        stats: Stats,
+        loop: asyncio.AbstractEventLoop,
+        app: App | None = None,
+    ) -> None:
+        self.app = app
+        """The app served (``request.app``); None only for protocol tests that build a state by hand."""
         self.router = router
         self.config = config
         self.stats = stats
@@ -57,9 +69,13 @@ class ServerState:
 class Server:
     """One app served on one event loop."""
 
-    def __init__(self, app: App, config: Config | None = None) -> None:
+    def __init__(self, app: App, config: Config | None = None, *, run_hooks: bool = True) -> None:
         self.app = app
         self.config = config or Config()
+        self.run_hooks = run_hooks
+        """False: ``start``/``shutdown`` leave the app's hooks alone, for a host that runs several
+        servers in one process and the hooks once around them all (the gunicorn worker)."""
+        self._lifespan: Lifespan | None = None
         self._state: ServerState | None = None
         self._servers: list[asyncio.Server] = []
         self._clock: asyncio.TimerHandle | None = None
@@ -101,7 +117,13 @@ class Server:
         it serves on those and ignores ``host``/``port``. The event loop calls ``listen(backlog)``
         on every socket, inherited ones included.
 
-        Raises ``RouteError`` when the metrics path is also a route of the app.
+        First, unless ``run_hooks`` is False, the app's startup hooks run (before any
+        connection is accepted; connections that arrive meanwhile wait in the backlog).
+
+        Raises ``RouteError`` when the metrics path is also a route of the app, and
+        ``StartupError`` when a startup hook raises: then nothing listens, and the shutdown
+        hooks declared before the failed hook have run. When binding fails after the
+        hooks ran, the shutdown hooks run before the error propagates.
         """
         if sock is not None and socks is not None:
             raise ValueError("pass sock= or socks=, not both")
@@ -115,8 +137,34 @@ class Server:
             router.add_internal(metrics_path, HandlerTarget(self._metrics_page))
         self.stats.attach(router)
         self.app._attach_stats(self.stats)
-        state = ServerState(router, self.config, self.stats, loop)
+        state = ServerState(router, self.config, self.stats, loop, self.app)
+        if self.run_hooks:
+            lifespan = self.app.lifespan()
+            await lifespan.start()  # raises StartupError, having undone what it did
+            self._lifespan = lifespan
         self._state = state
+        try:
+            await self._listen(state, host, port, listening, backlog)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers = []
+            self._state = None
+            await self._stop_hooks()
+            raise
+        DATE.refresh()
+        router.refresh()
+        self._schedule_tick(loop)
+
+    async def _listen(
+        self,
+        state: ServerState,
+        host: str,
+        port: int,
+        listening: list[socket.socket] | None,
+        backlog: int,
+    ) -> None:
+        loop = state.loop
 
         def protocol_factory() -> HttpProtocol:
             return HttpProtocol(state)
@@ -126,17 +174,18 @@ class Server:
                 await loop.create_server(protocol_factory, host, port, backlog=backlog, reuse_address=True)
             ]
         else:
-            servers = []
+            self._servers = []  # filled as it goes: a failure closes the ones already serving
             for listener in listening:
                 if listener.family == socket.AF_UNIX:
                     server = await loop.create_unix_server(protocol_factory, sock=listener, backlog=backlog)
                 else:
                     server = await loop.create_server(protocol_factory, sock=listener, backlog=backlog)
-                servers.append(server)
-            self._servers = servers
-        DATE.refresh()
-        router.refresh()
-        self._schedule_tick(loop)
+                self._servers.append(server)
+
+    async def _stop_hooks(self) -> None:
+        lifespan, self._lifespan = self._lifespan, None
+        if lifespan is not None:
+            await lifespan.stop()
 
     def _metrics_page(self, request: Request) -> Response:
         from . import __version__
@@ -182,6 +231,7 @@ class Server:
         response with ``Connection: close``. After ``timeout`` seconds
         (``Config.graceful_timeout`` by default) streamed responses are ended
         (a chunked stream with its last chunk) and the rest are aborted.
+        Then the app's shutdown hooks run (once, however often this is called).
         """
         if timeout is None:
             timeout = self.config.graceful_timeout
@@ -213,6 +263,7 @@ class Server:
             self._clock.cancel()
             self._clock = None
         self._publish()
+        await self._stop_hooks()
 
     async def serve(
         self,
@@ -246,8 +297,7 @@ class Server:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
-        for sock_ in self.sockets:
-            logger.info("cyclehttp listening on %s", describe(sock_))
+        logger.info("%s", startup_line(self.sockets, self.config))
         try:
             await stop.wait()
             await self.shutdown()

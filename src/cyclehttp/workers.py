@@ -28,6 +28,10 @@ Theory of operation:
   ``graceful_timeout + STOP_GRACE`` seconds the rest are killed. A second
   signal kills them at once. Workers ignore SIGINT themselves: Ctrl-C in a
   terminal reaches the whole process group, and only the supervisor decides.
+* Every worker runs the app's startup hooks before it serves and its
+  shutdown hooks after its drain (``cyclehttp.lifecycle``); a startup hook
+  that raises makes the worker exit with ``WORKER_BOOT_ERROR``, and the
+  supervisor stops with status 1 instead of restarting it.
 * Workers die with the supervisor (``PR_SET_PDEATHSIG``: SIGTERM, so they
   drain) instead of serving on as orphans.
 * Figures: the supervisor maps a :class:`~cyclehttp.sharedstats.SharedStats`
@@ -51,9 +55,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from .config import Config
-from .listeners import close_listeners, describe, open_listeners
+from .listeners import close_listeners, open_listeners
 from .routing import HandlerTarget
 from .sharedstats import SharedStats, WorkerSlot
+from .startup import startup_line
 
 if TYPE_CHECKING:
     from .app import App
@@ -322,13 +327,16 @@ async def _serve_worker(
     app: App, config: Config, worker: _Worker, backlog: int, slot: WorkerSlot | None
 ) -> int:
     """A worker's life: serve until SIGTERM (a second one aborts the connections), then drain."""
-    from .server import Server, summary
+    from .server import Server, StartupError, summary
 
     loop = asyncio.get_running_loop()
     server = Server(app, config)
     server.worker = slot
     try:
-        await server.start(socks=worker.socks, backlog=backlog)
+        await server.start(socks=worker.socks, backlog=backlog)  # runs the app's startup hooks
+    except StartupError as exc:  # the hook's traceback is logged already
+        logger.error("worker %d (pid %d) cannot serve: %s", worker.index, os.getpid(), exc)
+        return WORKER_BOOT_ERROR
     except Exception:
         logger.exception("worker %d (pid %d) cannot serve", worker.index, os.getpid())
         return WORKER_BOOT_ERROR
@@ -347,7 +355,7 @@ async def _serve_worker(
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     logger.debug("worker %d (pid %d) serving", worker.index, os.getpid())
     await stop.wait()
-    await server.shutdown()
+    await server.shutdown()  # and then the app's shutdown hooks
     loop.remove_signal_handler(signal.SIGTERM)
     logger.debug("worker %d (pid %d): %s", worker.index, os.getpid(), summary(server.stats.snapshot()))
     return 0
@@ -401,13 +409,8 @@ def run_workers(
             listeners *= workers
         shared = SharedStats(workers)
         try:
-            where = ", ".join(describe(sock) for sock in socks)
-            logger.info(
-                "cyclehttp listening on %s with %d workers (%s)",
-                where,
-                workers,
-                "SO_REUSEPORT socket per worker" if reuse_port else "one shared socket",
-            )
+            balance = "one SO_REUSEPORT socket each" if reuse_port else "one shared socket"
+            logger.info("%s", startup_line(socks, config, workers=workers, balance=balance))
             from .server import summary
 
             status = Supervisor(app, config, listeners, backlog=backlog, shared=shared).run()
