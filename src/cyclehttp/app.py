@@ -10,10 +10,12 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from .errorhandlers import ErrorHandler, ErrorHandlers, check_callable, check_error_key
 from .errors import RouteError
 from .lifecycle import Hook, Lifespan, Phase, State, check_hook
 from .metrics import Stats, StatsSnapshot
-from .routing import Router, RouteSpec, compile_pattern, make_target, normalize_method
+from .requesthooks import AfterHook, BeforeHook, wrap_handler
+from .routing import HandlerTarget, Router, RouteSpec, compile_pattern, make_target, normalize_method
 from .staticfiles import (
     DEFAULT_PRERENDER_MAX,
     DEFAULT_PRERENDER_TOTAL,
@@ -26,6 +28,9 @@ __all__ = ["App", "RouteLike"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 H = TypeVar("H", bound=Hook)
+E = TypeVar("E", bound=ErrorHandler)
+B = TypeVar("B", bound=BeforeHook)
+A = TypeVar("A", bound=AfterHook)
 
 # (method or methods, path, target): the form of a route in a plain list.
 RouteLike = tuple[str | Sequence[str], str, object]
@@ -48,14 +53,30 @@ class App:
     ``@app.on_startup`` / ``@app.on_shutdown`` declare hooks that every
     serving process runs around its life, and ``app.state`` holds what they
     make for the handlers (``request.app.state``): see ``cyclehttp.lifecycle``.
+
+    ``@app.error_handler(404)`` / ``@app.error_handler(KeyError)`` answer an
+    error status or an exception (``cyclehttp.errorhandlers``);
+    ``@app.before_request`` / ``@app.after_request`` run around every handler
+    route (``cyclehttp.requesthooks``). Without any, handlers are called
+    directly and the 404/405 stay pre-rendered. ``debug=True`` (or the
+    ``debug`` server option) puts the traceback in a 500's body: for local
+    development only, never in production.
     """
 
-    def __init__(self, routes: Iterable[RouteLike] = (), *, metrics_path: str | None = None) -> None:
+    def __init__(
+        self, routes: Iterable[RouteLike] = (), *, metrics_path: str | None = None, debug: bool = False
+    ) -> None:
         if metrics_path is not None and not (isinstance(metrics_path, str) and metrics_path.startswith("/")):
             raise RouteError(
                 f"metrics_path must be a path starting with '/', e.g. '/metrics', got {metrics_path!r}"
             )
+        if not isinstance(debug, bool):
+            raise TypeError(f"debug must be True or False, got {debug!r}")
         self.metrics_path = metrics_path
+        self.debug = debug
+        self._errors = ErrorHandlers()
+        self._before: list[BeforeHook] = []
+        self._after: list[AfterHook] = []
         self._routes: list[RouteSpec] = []
         self._declared: dict[tuple[str, str], RouteSpec] = {}
         self._origins: dict[tuple[str, str], str] = {}  # routes made by app.static(): which call
@@ -232,6 +253,62 @@ class App:
         check_hook(hook, "shutdown")
         self._hooks.append(("shutdown", hook))
 
+    def error_handler(self, status_or_exception: int | type[Exception]) -> Callable[[E], E]:
+        """Decorator: ``handler(request, exc)`` (sync or ``async``) answers that status or exception.
+
+        A status (400-599) matches an ``HTTPError`` with it, raised by a handler
+        or by the server (404: no route, 405: wrong method, ``exc.headers``
+        holding ``Allow``); the ``500`` handler also gets every exception no
+        class handler takes, as ``HTTPError(500)`` with the exception as
+        ``__cause__``. An exception class matches its subclasses too: the most
+        specific class of the exception's MRO wins. The handler returns what a
+        route handler may; data (str, bytes, dict, list) is sent with the
+        error's status and the ``HTTPError``'s headers. A handler that raises
+        makes the default 500, logged. Raises ``TypeError``/``ValueError`` now
+        for a status outside 400-599, a class that is not an exception, or a
+        handler that cannot be called as ``handler(request, exc)``.
+        """
+
+        def decorator(handler: E) -> E:
+            self.add_error_handler(status_or_exception, handler)
+            return handler
+
+        check_error_key(status_or_exception)  # now, not only when the decorator is applied
+        return decorator
+
+    def add_error_handler(self, status_or_exception: int | type[Exception], handler: ErrorHandler) -> None:
+        """``app.error_handler`` without the decorator; the last one declared for a key wins."""
+        self._errors.add(status_or_exception, handler)
+
+    def before_request(self, hook: B) -> B:
+        """Decorator: run ``hook(request)`` (sync or ``async``) before every handler route's handler.
+
+        Before hooks run in declaration order; the first one to return something
+        other than None answers the request with it (e.g. a 401 for a missing
+        token) and the handler does not run. Static routes do not run hooks.
+        A hook that raises is a 500 (or what a matching error handler makes).
+        """
+        check_callable(hook, "a before_request hook is a function taking the request: def hook(request)", 1)
+        self._before.append(hook)
+        return hook
+
+    def after_request(self, hook: A) -> A:
+        """Decorator: run ``hook(request, response)`` (sync or ``async``) on every handler route's answer.
+
+        ``response`` is the ``Response`` about to be sent (the handler's result
+        turned into one; streams and files skip the hooks); the hook returns a
+        new one (``response.with_headers({...})``) or None to keep it. After
+        hooks run in declaration order, each on the previous one's response.
+        """
+        check_callable(
+            hook,
+            "an after_request hook is a function taking the request and the response: "
+            "def hook(request, response)",
+            2,
+        )
+        self._after.append(hook)
+        return hook
+
     def lifespan(self) -> Lifespan:
         """One run of the hooks (``Server.start`` makes one): ``await start()``, later ``await stop()``."""
         return Lifespan(self, self._hooks)
@@ -242,8 +319,28 @@ class App:
         return tuple(self._routes)
 
     def compile(self) -> Router:
-        """The route table a server serves from (built fresh on every call)."""
-        return Router(self._routes)
+        """The route table a server serves from (built fresh on every call).
+
+        Handlers are wrapped with the request hooks and error handlers only when
+        the app declares some: otherwise the handler itself is called.
+        """
+        errors = self._errors if self._errors else None
+        if errors is None and not self._before and not self._after:
+            return Router(self._routes)
+        routes = [
+            RouteSpec(
+                spec.method,
+                spec.pattern,
+                HandlerTarget(
+                    wrap_handler(spec.target.handler, self._before, self._after, errors),
+                    spec.target.stream_body,
+                ),
+            )
+            if isinstance(spec.target, HandlerTarget)
+            else spec
+            for spec in self._routes
+        ]
+        return Router(routes, errors)
 
     @property
     def stats(self) -> StatsSnapshot:

@@ -49,6 +49,7 @@ OPTION_HELP = {
     "(request.client, scheme, host and the access log show the client)",
     "forwarded_allow_ips": "comma-separated proxy addresses and CIDR networks whose proxy headers "
     "are believed; 'unix' trusts Unix-socket peers, '*' any peer",
+    "debug": "show the traceback in a 500's body (local development only, never in production)",
 }
 
 # Options shown under "behind a reverse proxy" in --help (the others by their kind).
@@ -178,6 +179,22 @@ def _path(text: str) -> str:
     return text
 
 
+class _ReloadDirs(argparse.Action):
+    """``--reload-dir``, repeatable: the command line's directories replace the environment's."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        dirs = list(current) if isinstance(current, list) and current is not self.default else []
+        dirs.append(str(values))
+        setattr(namespace, self.dest, dirs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclehttp",
@@ -235,6 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="how connections reach the workers: 'reuseport', one SO_REUSEPORT socket per worker "
         "(the kernel spreads connections evenly); 'shared', one socket all workers accept on "
         f"(default: {DEFAULT_BALANCE} for --host/--port, shared for --uds, --fd and systemd)",
+    )
+    development = parser.add_argument_group("development")
+    development.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the server when a .py file in --app-dir changes (development only: the "
+        "socket stays open, the server runs in a child process that is replaced; not with --workers)",
+    )
+    development.add_argument(
+        "--reload-dir",
+        action=_ReloadDirs,
+        metavar="DIR",
+        help="with --reload, watch DIR instead of --app-dir (repeatable; in the environment, "
+        "several directories separated by ':')",
+    )
+    development.add_argument(
+        "--reload-poll",
+        action="store_true",
+        help="with --reload, look for changes by scanning file times every 0.5 s instead of using "
+        "watchfiles (network or container mounts where inotify misses changes)",
     )
     limits = parser.add_argument_group("limits and timeouts")
     observing = parser.add_argument_group("metrics and logs")
@@ -321,11 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return statsview.main(arguments[1:])
     if arguments[:1] == ["routes"]:
         return _routes(arguments[1:])
-    args = _parse(build_parser(), arguments)
+    parser = build_parser()
+    args = _parse(parser, arguments)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if args.reload:
+        return _reload(parser, args)
     if args.access_log:
         _log_access_to_stdout()
     try:
@@ -358,6 +398,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers > 1:
             return _serve_workers(app, config, socks, args, reuse_port)
         return serve_sockets(app, config, socks, backlog=args.backlog)
+    finally:
+        close_listeners(socks)
+
+
+def _reload(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--reload``: this process keeps the socket and runs the server in a child it restarts
+    when a watched file changes (``cyclehttp.reload``). The app is imported only in the child."""
+    from .reload import Reloader, child_arguments, child_environment
+
+    if args.workers > 1:
+        print(
+            "cyclehttp: error: --reload and --workers cannot be used together: --reload runs one "
+            "server process for development; drop one of them",
+            file=sys.stderr,
+        )
+        return 2
+    dirs = args.reload_dir or [args.app_dir]
+    if isinstance(dirs, str):  # from CYCLEHTTP_RELOAD_DIR
+        dirs = [d for d in dirs.split(os.pathsep) if d]
+    for directory in dirs:
+        if not os.path.isdir(directory):
+            print(f"cyclehttp: error: --reload-dir {directory!r} is not a directory", file=sys.stderr)
+            return 2
+    if ":" not in args.target:  # the rest of load_app's checks happen in the child
+        print(
+            f"cyclehttp: error: target {args.target!r} must be of the form 'module:attribute'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = Config(**{field.name: getattr(args, field.name) for field in fields(Config)})
+    except ValueError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        socks = open_listeners(host=args.host, port=args.port, uds=args.uds, fd=args.fd, backlog=args.backlog)
+    except ListenError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cyclehttp: error: cannot listen on {_where(args)}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if len(socks) != 1:
+            print(
+                f"cyclehttp: error: --reload serves on one socket, but {_where(args)} gave {len(socks)}: "
+                "name one address, e.g. --host 127.0.0.1",
+                file=sys.stderr,
+            )
+            return 2
+        command = [sys.executable, "-m", "cyclehttp", *child_arguments(parser, args, socks[0].fileno())]
+        reloader = Reloader(
+            command,
+            socks[0],
+            dirs,
+            env=child_environment(parser, os.environ),
+            graceful_timeout=config.graceful_timeout,
+            poll=args.reload_poll,
+        )
+        return reloader.run()
     finally:
         close_listeners(socks)
 

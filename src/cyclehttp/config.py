@@ -75,6 +75,9 @@ class Config:
     when the socket's peer is one of ``forwarded_allow_ips``: comma-separated
     IP addresses and CIDR networks, ``unix`` for peers on a Unix socket,
     ``*`` for any peer (see cyclehttp.proxy).
+    ``debug``: a 500's body shows the handler's traceback (plain text, or a
+    ``traceback`` member of the JSON error); for local development only, never
+    in production, where it would show your code to every client.
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
@@ -92,6 +95,7 @@ class Config:
     proxy_headers: bool = False
     # Only the local machine, as uvicorn: a proxy elsewhere must be named.
     forwarded_allow_ips: str = DEFAULT_FORWARDED_ALLOW_IPS
+    debug: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -111,7 +115,7 @@ class Config:
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
             if getattr(self, name) == 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
-        for name in ("timing", "access_log", "proxy_headers"):
+        for name in ("timing", "access_log", "proxy_headers", "debug"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         path = self.metrics_path

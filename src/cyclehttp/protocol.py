@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import traceback
 from collections import deque
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -76,6 +77,7 @@ from httptools import (
 )
 
 from .bodystream import STREAM_BUFFER, BodyStream, StreamingRequest
+from .errorhandlers import default_error_response
 from .errors import ClientDisconnected, HTTPError
 from .metrics import PARSE_ERROR
 from .proxy import ProxyContext, trusted_proxies
@@ -1083,13 +1085,24 @@ class HttpProtocol(asyncio.Protocol):
     def _handler_failed(
         self, exc: Exception, target: HandlerTarget, request: Request | None, mode: int, head: bool
     ) -> bytes:
+        """The server's own answer to a handler's exception (the error path: nothing here is hot).
+
+        Plain text, or JSON when the request's ``Accept`` prefers it; with
+        ``debug`` a 500 carries the traceback.
+        """
         if self._draining:
             mode = CLOSE
+        accept = None if request is None else request.headers.get("accept")
         if isinstance(exc, HTTPError):
-            return error_response(exc.status, exc.detail, exc.headers).render(mode, head)
+            return default_error_response(exc.status, exc.detail, exc.headers, accept).render(mode, head)
         self._stats.handler_exceptions += 1
         error_log.error("handler %s failed", target.name, exc_info=exc)
-        return _INTERNAL_ERROR.render(mode, head)
+        app = self._server.app
+        debug = self._server.config.debug or (app is not None and app.debug)
+        if accept is None and not debug:
+            return _INTERNAL_ERROR.render(mode, head)
+        trace = "".join(traceback.format_exception(exc)) if debug else None
+        return default_error_response(500, None, None, accept, trace).render(mode, head)
 
     def _sent(self, mode: int, size: int, start: int) -> None:
         """Account one answer put in ``_out``; ``start`` 0: its latency is recorded already."""

@@ -251,6 +251,10 @@ class Response:
 
         return FileResponse(path, content_type=content_type, headers=headers, filename=filename)
 
+    def with_headers(self, headers: HeadersLike) -> Response:
+        """A copy with ``headers`` added after this one's (e.g. in an ``after_request`` hook)."""
+        return Response(self.body, self.status, [*self.headers, *_header_items(headers)])
+
     def render(self, mode: int, head: bool) -> bytes:
         """The whole message for one request (``head``: without the body)."""
         return render(self.status, self._header_block, self.body, mode, head)

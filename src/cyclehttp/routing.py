@@ -28,9 +28,11 @@ from urllib.parse import quote, unquote
 
 from .errors import RouteError
 from .metrics import ANY_METHOD, OTHER_METHOD, UNMATCHED
+from .requesthooks import raise_status, wrap_handler
 from .response import Response, StaticResponse, error_response
 
 if TYPE_CHECKING:
+    from .errorhandlers import ErrorHandlers
     from .request import Request
 
 __all__ = [
@@ -264,10 +266,13 @@ class Router:
     this router's (``request_counts``), labelled by ``labels``.
     """
 
-    __slots__ = ("_combined_405", "dynamic", "labels", "not_found", "static", "targets")
+    __slots__ = ("_combined_405", "_errors", "dynamic", "labels", "not_found", "static", "targets")
 
-    def __init__(self, routes: Iterable[RouteSpec]) -> None:
-        self.not_found = StaticResponse(error_response(404))
+    def __init__(self, routes: Iterable[RouteSpec], errors: ErrorHandlers | None = None) -> None:
+        # The 404 and 405 are pre-rendered unless an error handler takes their status:
+        # then they are handler targets that raise the HTTPError for it to answer.
+        self._errors = errors
+        self.not_found = self._error_target(404)
         self.targets: list[Target] = [self.not_found]
         self.labels: list[tuple[str, str]] = [(ANY_METHOD, UNMATCHED)]
         self.static: dict[bytes, PathEntry] = {}
@@ -291,7 +296,15 @@ class Router:
             if b"GET" in entry.methods and b"HEAD" not in entry.methods:
                 entry.methods[b"HEAD"] = entry.methods[b"GET"]
             entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
-            entry.not_allowed = self._add(_method_not_allowed(entry.allow), OTHER_METHOD, entry.pattern)
+            entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, entry.pattern)
+
+    def _error_target(self, status: int, allow: str | None = None) -> Target:
+        """The 404 (``allow`` None) or a 405 with ``Allow``: pre-rendered, or a handler target."""
+        headers = None if allow is None else [("Allow", allow)]
+        errors = self._errors
+        if errors is None or not errors.handles(status):
+            return StaticResponse(error_response(status, headers=headers))
+        return HandlerTarget(wrap_handler(raise_status(status, headers), errors=errors))
 
     def _add(self, target: Target, method: str, route: str) -> int:
         self.targets.append(target)
@@ -319,7 +332,7 @@ class Router:
         if method == "GET":
             entry.methods[b"HEAD"] = entry.methods[b"GET"]
         entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
-        entry.not_allowed = self._add(_method_not_allowed(entry.allow), OTHER_METHOD, path)
+        entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, path)
         self.static[pattern.raw] = entry
 
     def lookup(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
@@ -370,7 +383,7 @@ class Router:
         index = self._combined_405.get(allow)
         if index is None:
             route = " | ".join(entry.pattern for entry in entries)
-            index = self._combined_405[allow] = self._add(_method_not_allowed(allow), OTHER_METHOD, route)
+            index = self._combined_405[allow] = self._add(self._error_target(405, allow), OTHER_METHOD, route)
         return index
 
     def static_responses(self) -> list[StaticResponse]:
@@ -405,10 +418,6 @@ class Router:
         for target in self.targets:
             if isinstance(target, StaticResponse):
                 target.refresh()
-
-
-def _method_not_allowed(allow: str) -> StaticResponse:
-    return StaticResponse(error_response(405, headers=[("Allow", allow)]))
 
 
 def _convert(entry: PathEntry, groups: tuple[bytes, ...], escaped: bool) -> dict[str, Any] | None:
