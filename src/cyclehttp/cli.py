@@ -379,21 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
     reuse_port = args.workers > 1 and _reuse_port(args)
-    try:
-        socks = open_listeners(
-            host=args.host,
-            port=args.port,
-            uds=args.uds,
-            fd=args.fd,
-            backlog=args.backlog,
-            reuse_port=reuse_port,
-        )
-    except ListenError as exc:
-        print(f"cyclehttp: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"cyclehttp: error: cannot listen on {_where(args)}: {exc}", file=sys.stderr)
-        return 1
+    socks = _listeners(args, reuse_port=reuse_port)
+    if isinstance(socks, int):
+        return socks
     try:
         if args.workers > 1:
             return _serve_workers(app, config, socks, args, reuse_port)
@@ -432,14 +420,9 @@ def _reload(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cyclehttp: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        socks = open_listeners(host=args.host, port=args.port, uds=args.uds, fd=args.fd, backlog=args.backlog)
-    except ListenError as exc:
-        print(f"cyclehttp: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"cyclehttp: error: cannot listen on {_where(args)}: {exc}", file=sys.stderr)
-        return 1
+    socks = _listeners(args)
+    if isinstance(socks, int):
+        return socks
     try:
         if len(socks) != 1:
             print(
@@ -534,6 +517,25 @@ def serve_sockets(app: App, config: Config, socks: Sequence[socket.socket], *, b
         print(f"cyclehttp: error: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listeners(args: argparse.Namespace, *, reuse_port: bool = False) -> list[socket.socket] | int:
+    """The listening sockets the options name, or the exit status after saying why there are none."""
+    try:
+        return open_listeners(
+            host=args.host,
+            port=args.port,
+            uds=args.uds,
+            fd=args.fd,
+            backlog=args.backlog,
+            reuse_port=reuse_port,
+        )
+    except ListenError as exc:
+        print(f"cyclehttp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cyclehttp: error: cannot listen on {_where(args)}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _where(args: argparse.Namespace) -> str:
