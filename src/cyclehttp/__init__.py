@@ -4,6 +4,7 @@ from .app import App
 from .bodystream import StreamingRequest
 from .errors import ClientDisconnected, HTTPError, RouteError, StartupError
 from .files import FileResponse
+from .forms import FormData, UploadFile
 from .request import Headers, QueryParams, Request
 from .response import Response
 from .server import Server, run
@@ -13,6 +14,7 @@ __all__ = [
     "App",
     "ClientDisconnected",
     "FileResponse",
+    "FormData",
     "HTTPError",
     "Headers",
     "QueryParams",
@@ -23,6 +25,7 @@ __all__ = [
     "StartupError",
     "StreamingRequest",
     "StreamingResponse",
+    "UploadFile",
     "run",
 ]
 

@@ -47,6 +47,17 @@ DEFAULT_MAX_PIPELINED_REQUESTS: Final = 32
 # 30 s that Kubernetes and systemd give a process between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT: Final = 10.0
 
+# Fields of one form (request.form()): Django's DATA_UPLOAD_MAX_NUMBER_FIELDS and
+# Starlette's max_fields are both 1000.
+DEFAULT_MAX_FORM_FIELDS: Final = 1000
+
+# Parts of one multipart body, files included (Starlette's max_files is 1000).
+DEFAULT_MAX_FORM_PARTS: Final = 1000
+
+# Bytes of one non-file form field: Starlette's max_part_size is 1 MiB; Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB) bounds all fields together.
+DEFAULT_MAX_FORM_FIELD_SIZE: Final = 1024 * 1024
+
 # Proxy headers are believed from these peers only (uvicorn's default too; gunicorn adds ::1).
 DEFAULT_FORWARDED_ALLOW_IPS: Final = "127.0.0.1"
 
@@ -78,6 +89,9 @@ class Config:
     ``debug``: a 500's body shows the handler's traceback (plain text, or a
     ``traceback`` member of the JSON error); for local development only, never
     in production, where it would show your code to every client.
+    ``max_form_fields``, ``max_form_parts``, ``max_form_field_size`` (bytes of
+    one non-file field): bound ``request.form()``, which answers 413 beyond
+    them (see cyclehttp.forms); ``max_body_size`` still bounds the whole body.
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
@@ -96,6 +110,9 @@ class Config:
     # Only the local machine, as uvicorn: a proxy elsewhere must be named.
     forwarded_allow_ips: str = DEFAULT_FORWARDED_ALLOW_IPS
     debug: bool = False
+    max_form_fields: int = DEFAULT_MAX_FORM_FIELDS
+    max_form_parts: int = DEFAULT_MAX_FORM_PARTS
+    max_form_field_size: int = DEFAULT_MAX_FORM_FIELD_SIZE
 
     def __post_init__(self) -> None:
         for name in (
@@ -104,6 +121,9 @@ class Config:
             "max_url_length",
             "max_body_size",
             "max_connections",
+            "max_form_fields",
+            "max_form_parts",
+            "max_form_field_size",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -7,11 +7,14 @@ address are built the first time a handler asks for them.
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote, unquote_to_bytes
 
+from .cookies import parse_cookie_header
 from .errors import HTTPError
 from .proxy import ProxyContext
 
@@ -19,8 +22,50 @@ if TYPE_CHECKING:
     import asyncio
 
     from .app import App
+    from .forms import FormData
 
-__all__ = ["Headers", "QueryParams", "Request"]
+__all__ = ["MAX_QUERY_PAIRS", "Headers", "QueryParams", "Request"]
+
+# More pairs than this in a query string answer 400: parsing is linear, but a
+# handler looping over a 100,000-pair query is not (the same bound as a form's
+# field count; Django's DATA_UPLOAD_MAX_NUMBER_FIELDS and PHP's max_input_vars
+# are 1000 too).
+MAX_QUERY_PAIRS: Final = 1000
+
+# RFC 3986 section 2.1: pct-encoded = "%" HEXDIG HEXDIG; a "%" not followed by two hex digits is invalid.
+_BAD_PERCENT_RE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _load_orjson() -> Any:
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:
+        return None
+
+
+_orjson: Any = _load_orjson()
+"""The optional ``orjson`` module (``pip install 'cyclehttp[json]'``), or None: stdlib ``json``."""
+
+# orjson parses integers beyond 64 bits as floats where the stdlib keeps them exact:
+# a body with a run of 19+ digits (anywhere, strings too: that only costs speed) goes to the stdlib.
+_LONG_DIGITS_RE: Final = re.compile(rb"[0-9]{19}")
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` as JSON: orjson when installed and it gives the stdlib's answer, else ``json.loads``.
+
+    orjson refuses what the stdlib accepts (NaN, Infinity, lone surrogate escapes,
+    UTF-16/32 bodies, numbers beyond a double): those are parsed again by the
+    stdlib, so both paths accept the same bodies and give the same values.
+    Raises ``ValueError`` (stdlib message, with line and column) or ``RecursionError``.
+    """
+    if _orjson is not None and _LONG_DIGITS_RE.search(body) is None:
+        try:
+            return _orjson.loads(body)
+        except ValueError:
+            pass
+    return json.loads(body)
+
 
 _METHOD_NAMES = {
     m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
@@ -92,15 +137,45 @@ class Headers(_MultiMapping):
         return key.lower()
 
 
+def _query_part(raw: bytes) -> str:
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" in raw:
+        if _BAD_PERCENT_RE.search(raw) is not None:
+            raise HTTPError(400, f"Invalid percent-encoding in the query string: {raw[:100]!r}")
+        raw = unquote_to_bytes(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(
+            400, f"The query string is not valid UTF-8 once percent-decoded: {raw[:100]!r}"
+        ) from None
+
+
 class QueryParams(_MultiMapping):
-    """The query string as a multi-value mapping (form-urlencoded rules: ``+`` is a space)."""
+    """The query string as a multi-value mapping (form-urlencoded rules: ``+`` is a space).
+
+    Pairs are separated by ``&``; a key without ``=`` has the value ``""``;
+    empty pairs are skipped. Strict where ``urllib.parse.parse_qsl`` guesses:
+    a ``%`` not followed by two hex digits, bytes that are not UTF-8 once
+    decoded, or more than ``max_pairs`` pairs raise ``HTTPError(400)``, so a
+    handler reading ``request.query`` answers 400 with the reason.
+    """
 
     __slots__ = ()
 
-    def __init__(self, query_string: bytes | str) -> None:
-        if isinstance(query_string, bytes):
-            query_string = query_string.decode("latin-1")
-        self._build(parse_qsl(query_string, keep_blank_values=True), fold=False)
+    def __init__(self, query_string: bytes | str, max_pairs: int = MAX_QUERY_PAIRS) -> None:
+        if isinstance(query_string, str):
+            query_string = query_string.encode("utf-8")
+        pieces = query_string.split(b"&", max_pairs) if query_string else []
+        if len(pieces) > max_pairs and any(pieces[max_pairs].split(b"&")):
+            raise HTTPError(400, f"Too many query parameters: more than {max_pairs}")
+        items: list[tuple[str, str]] = []
+        for piece in pieces[:max_pairs]:
+            if piece:
+                key, _, value = piece.partition(b"=")
+                items.append((_query_part(key), _query_part(value)))
+        self._build(items, fold=False)
 
 
 class Request:
@@ -115,6 +190,8 @@ class Request:
 
     __slots__ = (
         "_client",
+        "_cookies",
+        "_form",
         "_headers",
         "_host",
         "_path",
@@ -132,6 +209,7 @@ class Request:
 
     _scheme: str
     _host: str
+    _form: FormData  # set by form() only
 
     def __init__(
         self,
@@ -155,6 +233,7 @@ class Request:
         self._path: str | None = None
         self._query: QueryParams | None = None
         self._headers: Headers | None = None
+        self._cookies: dict[str, str] | None = None
         # False: client, scheme and host are not resolved yet (_resolve sets the three together).
         self._client: tuple[str, int] | bool | None = False
 
@@ -171,6 +250,22 @@ class Request:
         if self._query is None:
             self._query = QueryParams(self.query_string)
         return self._query
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies, name -> value, from its ``Cookie`` header(s).
+
+        Tolerant of real browser jars (quoted values, ``=`` in values, empty
+        values; invalid pairs are skipped); the first value of a repeated name
+        wins; at most ``cookies.MAX_COOKIE_PAIRS`` pairs are read, the rest
+        ignored. See ``cyclehttp.cookies.parse_cookie_header``.
+        """
+        if self._cookies is None:
+            values = [
+                v.decode("latin-1") for n, v in self.raw_headers if len(n) == 6 and n.lower() == b"cookie"
+            ]
+            self._cookies = parse_cookie_header(values) if values else {}
+        return self._cookies
 
     @property
     def headers(self) -> Headers:
@@ -249,11 +344,48 @@ class Request:
             raise HTTPError(400, f"Request body is not valid {encoding}: {exc}") from None
 
     def json(self) -> Any:
-        """The body parsed as JSON; invalid JSON answers 400 with the reason."""
+        """The body parsed as JSON (with orjson when it is installed).
+
+        415 when the request has a ``Content-Type`` that is not
+        ``application/json`` or ``application/*+json`` (a request without one
+        is accepted: curl and many scripts send none); 400 for invalid JSON,
+        with the line and column, or nesting too deep to parse.
+        """
+        for name, value in self.raw_headers:
+            if len(name) == 12 and name.lower() == b"content-type":
+                media = value.partition(b";")[0].strip(b" \t").lower()
+                if media != b"application/json" and not (
+                    media.startswith(b"application/") and media.endswith(b"+json")
+                ):
+                    raise HTTPError(
+                        415,
+                        f"Expected a JSON body (Content-Type: application/json), "
+                        f"got Content-Type: {value.decode('latin-1')[:100]}",
+                    )
+                break
         try:
-            return json.loads(self.body)
+            return parse_json(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"Invalid JSON body: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, "Invalid JSON body: nested too deeply") from None
+
+    async def form(self) -> FormData:
+        """The body as an HTML form: text fields (``get``, ``getall``) and ``files`` (``UploadFile``).
+
+        ``application/x-www-form-urlencoded`` or ``multipart/form-data`` (any
+        other Content-Type: 415); malformed input is a 400, a form over
+        ``max_form_fields``, ``max_form_parts`` or ``max_form_field_size`` a
+        413 (see cyclehttp.forms). Parsed once; on a ``stream_body`` route the
+        body is read as it arrives. Uploaded files are closed when the request ends.
+        """
+        try:
+            return self._form
+        except AttributeError:  # not set in __init__: a request that never asks costs nothing
+            from .forms import read_form
+
+            self._form = await read_form(self)
+            return self._form
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path.decode('ascii', 'replace')}>"

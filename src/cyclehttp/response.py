@@ -24,9 +24,12 @@ from http import HTTPStatus
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from .cookies import SameSite, set_cookie_header
+
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterable
+    from datetime import datetime
 
     from .files import FileResponse
     from .streaming import StreamingResponse
@@ -70,6 +73,7 @@ SPLIT_BODY_THRESHOLD: Final = 16 * 1024
 TEXT_PLAIN: Final = "text/plain; charset=utf-8"
 TEXT_HTML: Final = "text/html; charset=utf-8"
 APPLICATION_JSON: Final = "application/json"
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 OCTET_STREAM: Final = "application/octet-stream"
 
 
@@ -116,8 +120,68 @@ _C_ENCODER: Final = (
 )
 
 
+def _load_orjson() -> Any:
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:
+        return None
+
+
+_orjson: Any = _load_orjson()
+"""The optional ``orjson`` module (``pip install 'cyclehttp[json]'``), or None: the stdlib encoder."""
+
+
+def _orjson_refuse(value: Any) -> Any:
+    raise TypeError(f"orjson leaves {type(value).__name__} to the stdlib encoder")
+
+
+# Subclasses (IntEnum, str subclasses ...), datetimes and dataclasses go to ``default``, which
+# refuses them: the stdlib encoder then decides, so both paths accept the same types.
+_ORJSON_OPTIONS: Final = (
+    0
+    if _orjson is None
+    else _orjson.OPT_PASSTHROUGH_SUBCLASS
+    | _orjson.OPT_PASSTHROUGH_DATETIME
+    | _orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+# Where orjson's bytes may differ from the stdlib's, the stdlib encodes again:
+# floats in exponent form (orjson "1e16", "1e-7"; stdlib "1e+16", "1e-07"), small floats
+# (orjson "0.00001", stdlib "1e-05"), long digit runs (floats of 1e16 and more) and null
+# (orjson writes NaN and Infinity as null, the stdlib as NaN and Infinity). Substring tests
+# on a copy with every digit mapped to "0": a regex over the output cost more than orjson
+# saved on outputs over ~128 bytes; on shorter ones the regex is the cheaper test.
+# A match inside a string, or a None in the value, only costs speed.
+_MAY_DIFFER_RE: Final = re.compile(rb"null|0\.0000|[0-9](?:e|[0-9]{15})")
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN_DIGITS: Final = b"0" * 16
+
+
+def _orjson_may_differ(data: bytes) -> bool:
+    if len(data) < 128:
+        return _MAY_DIFFER_RE.search(data) is not None
+    if b"null" in data or b"0.0000" in data:
+        return True
+    digits = data.translate(_DIGITS_TO_ZERO)
+    return b"0e" in digits or _SIXTEEN_DIGITS in digits
+
+
 def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON, the wire form of dict/list results."""
+    """Compact UTF-8 JSON, the wire form of dict/list results.
+
+    With orjson installed it encodes first; values it refuses (non-str keys,
+    ints beyond 64 bits, lone surrogates, subclasses) and output that could
+    differ (see ``_orjson_may_differ``) go to the stdlib encoder, so the bytes
+    are the same either way.
+    """
+    if _orjson is not None:
+        try:
+            data: bytes = _orjson.dumps(value, _orjson_refuse, _ORJSON_OPTIONS)
+        except TypeError:
+            pass
+        else:
+            if not _orjson_may_differ(data):
+                return data
     if _C_ENCODER is None:
         return _JSON_ENCODER.encode(value).encode("utf-8")
     return "".join(_C_ENCODER(value, 0)).encode("utf-8")
@@ -251,9 +315,69 @@ class Response:
 
         return FileResponse(path, content_type=content_type, headers=headers, filename=filename)
 
+    @classmethod
+    def redirect(cls, url: str, status: int = 307, headers: HeadersLike | None = None) -> Response:
+        """A redirect to ``url`` (absolute or relative) with an empty body.
+
+        ``status`` is 301, 302, 303, 307 (the default: the method and body are
+        kept) or 308. ``url`` must be latin-1 without CR, LF or NUL:
+        percent-encode anything else (``urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%")``).
+        """
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"redirect status must be 301, 302, 303, 307 or 308, got {status!r}")
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"redirect url must be a non-empty str, got {url!r}")
+        return cls(b"", status, [("Location", url), *_header_items(headers)])
+
     def with_headers(self, headers: HeadersLike) -> Response:
         """A copy with ``headers`` added after this one's (e.g. in an ``after_request`` hook)."""
         return Response(self.body, self.status, [*self.headers, *_header_items(headers)])
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int | None = None,
+        expires: datetime | int | float | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+    ) -> Response:
+        """A copy with a ``Set-Cookie`` header added; this response is not changed.
+
+        ``return Response.text("hi").set_cookie("session", token, httponly=True)``.
+        Call it again for more cookies (one ``Set-Cookie`` each). The name and
+        value are validated here (``ValueError``): see ``cookies.set_cookie_header``.
+        """
+        header = set_cookie_header(
+            name,
+            value,
+            max_age=max_age,
+            expires=expires,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            partitioned=partitioned,
+        )
+        return self.with_headers([("Set-Cookie", header)])
+
+    def delete_cookie(
+        self, name: str, *, path: str | None = "/", domain: str | None = None, secure: bool = False
+    ) -> Response:
+        """A copy that tells the client to drop cookie ``name`` (Max-Age=0 and an Expires in 1970).
+
+        ``path`` and ``domain`` must be those the cookie was set with.
+        """
+        header = set_cookie_header(
+            name, "", path=path, domain=domain, secure=secure, samesite=None, max_age=0
+        )
+        return self.with_headers([("Set-Cookie", header + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT")])
 
     def render(self, mode: int, head: bool) -> bytes:
         """The whole message for one request (``head``: without the body)."""
