@@ -218,6 +218,22 @@ def total_requests(samples: dict[str, list[tuple[dict[str, str], float]]], skip:
 # --- the supervisor, through the CLI ------------------------------------------------
 
 
+def replaced(served: Served, victim: int) -> set[int]:
+    """Wait until two workers run and ``victim`` is not one of them; return them.
+
+    One /proc scan per check: two scans could see different moments (the victim
+    gone in one, its replacement not yet forked in the other).
+    """
+    scans: list[set[int]] = []
+
+    def done() -> bool:
+        scans.append(served.workers())
+        return len(scans[-1]) == 2 and victim not in scans[-1]
+
+    wait_until(done, what="replacement")
+    return scans[-1]
+
+
 @pytest.mark.parametrize("balance", ["reuseport", "shared"])
 def test_two_workers_serve(tmp_path: Path, balance: str) -> None:
     with serve(tmp_path, "--workers", "2", "--balance", balance) as served:
@@ -243,8 +259,7 @@ def test_killed_worker_is_replaced_with_back_off(tmp_path: Path) -> None:
         first = served.workers()
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(served.workers()) == 2 and victim not in served.workers(), what="replacement")
-        replacement = (served.workers() - first).pop()
+        replacement = (replaced(served, victim) - first).pop()
         log = served.text()
         assert f"(pid {victim}) was killed by SIGKILL" in log
         assert "restarting it now" in log
@@ -317,7 +332,7 @@ def test_metrics_page_counts_the_whole_server(tmp_path: Path) -> None:
         # A worker that stops (gracefully) and is replaced: its counts stay on the page.
         victim = pids.pop()
         os.kill(victim, signal.SIGTERM)
-        wait_until(lambda: len(served.workers()) == 2 and victim not in served.workers(), what="replacement")
+        replaced(served, victim)
         wait_until(
             lambda: sum(v for _, v in served.metrics()["cyclehttp_worker_starts_total"]) == 3,
             what="replacement published",
