@@ -10,6 +10,7 @@ precise 4xx (never a 500) and the server goes on serving new connections.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 import httpx
@@ -188,7 +189,8 @@ async def test_a_50_mib_upload_streams_in_bounded_memory_and_spools_to_disk(cycl
     assert got["files"]["file"][0]["size"] == total * MIB
     assert got["files"]["file"][0]["sha256"] == expected.hexdigest()
     assert got["rolled"] == [True]  # on disk, not in memory
-    assert grown < 16 * MIB, f"the server grew by {grown / MIB:.1f} MiB for a 50 MiB form upload"
+    # Measured 0.07 MiB (asyncio) and 1.7 MiB (uvloop); "a few MiB" at most.
+    assert grown < 6 * MIB, f"the server grew by {grown / MIB:.1f} MiB for a 50 MiB form upload"
 
 
 async def test_temporary_files_are_removed_after_the_request(cyclehttp_server) -> None:
@@ -287,8 +289,9 @@ BAD_INPUTS: dict[str, tuple[bytes, int, str]] = {
 @pytest.mark.parametrize("path", ["/form", "/stream"])
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 async def test_bad_form_input_gets_its_status_and_the_server_keeps_serving(
-    cyclehttp_server, case: str, path: str
+    cyclehttp_server, case: str, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     kept: list[UploadFile] = []
     server = await cyclehttp_server(
         make_app(kept), max_form_fields=10, max_form_parts=15, max_form_field_size=1024, max_body_size=8000
@@ -301,6 +304,8 @@ async def test_bad_form_input_gets_its_status_and_the_server_keeps_serving(
     assert response.status == status, (case, response.body)
     assert detail in response.text, response.body
     await wait_for(lambda: all(f.file.closed for f in kept), what="partial uploads closed")
+    # Scanner garbage is not an event: nothing about it above debug level.
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
     async with await server.raw(timeout=10) as connection:
         await connection.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert (await connection.read_response()).status == 200

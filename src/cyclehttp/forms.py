@@ -30,10 +30,11 @@ connection. Nothing is registered for a request that never calls ``form()``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from tempfile import SpooledTemporaryFile
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
@@ -61,6 +62,21 @@ MAX_PART_HEADER_SIZE: Final = 4 * 1024
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _AtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """python-multipart logs a WARNING for every malformed body it sees: scanner noise.
+
+    Malformed input is the client's mistake and already answered 400, so its
+    messages go to ``cyclehttp.error`` at debug level, like the server's own
+    rejections.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+_PARSER_LOG: Final = _AtDebug(logging.getLogger("cyclehttp.error"), {})
 
 
 class UploadFile:
@@ -193,6 +209,7 @@ class _MultipartReader:
                 "on_end": self.on_end,
             },
         )
+        self.parser.logger = _PARSER_LOG  # type: ignore[assignment]
 
     def on_part_begin(self) -> None:
         self.parts += 1
