@@ -329,6 +329,22 @@ async def test_query_over_the_wire(cyclehttp_server) -> None:
         assert (await connection.read_response()).json() == {"ok": ["1"]}
 
 
+async def test_query_and_cookie_pair_limits_are_server_options(cyclehttp_server) -> None:
+    def cookies(request: Request) -> dict[str, str]:
+        return request.cookies
+
+    app = App([("GET", "/query", query), ("GET", "/cookies", cookies)])
+    server = await cyclehttp_server(app, max_query_pairs=3, max_cookie_pairs=2)
+    async with await server.raw() as connection:
+        await connection.send(b"GET /query?a=1&b=2&c=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (await connection.read_response()).json() == {"a": ["1"], "b": ["2"], "c": ["3"]}
+        await connection.send(b"GET /query?a=1&b=2&c=3&d=4 HTTP/1.1\r\nHost: t\r\n\r\n")
+        over = await connection.read_response()
+        assert over.status == 400 and b"more than 3" in over.body
+        await connection.send(b"GET /cookies HTTP/1.1\r\nHost: t\r\nCookie: a=1; b=2; c=3\r\n\r\n")
+        assert (await connection.read_response()).json() == {"a": "1", "b": "2"}
+
+
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 async def test_redirect_over_the_wire(cyclehttp_server, status: int) -> None:
     server = await cyclehttp_server(DATA_APP)

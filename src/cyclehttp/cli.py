@@ -41,6 +41,8 @@ OPTION_HELP = {
     "max_form_fields": "fields of one form (request.form()), beyond: 413",
     "max_form_parts": "parts of one multipart form, files included, beyond: 413",
     "max_form_field_size": "bytes of one non-file form field, beyond: 413",
+    "max_query_pairs": "query-string pairs request.query reads, beyond: 400",
+    "max_cookie_pairs": "Cookie header pairs request.cookies reads, the rest ignored",
     "header_timeout": "seconds from a request's first byte to its last header, beyond: 408",
     "body_timeout": "longest silence inside a request body, beyond: 408",
     "keep_alive_timeout": "seconds an idle connection is kept open",

@@ -58,6 +58,15 @@ DEFAULT_MAX_FORM_PARTS: Final = 1000
 # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB) bounds all fields together.
 DEFAULT_MAX_FORM_FIELD_SIZE: Final = 1024 * 1024
 
+# Pairs of a query string read by request.query; more answer 400 (Django's
+# DATA_UPLOAD_MAX_NUMBER_FIELDS and PHP's max_input_vars are 1000 too).
+DEFAULT_MAX_QUERY_PAIRS: Final = 1000
+
+# Pairs of the Cookie header(s) read by request.cookies; the rest are ignored (RFC 6265
+# section 6.1 asks browsers for at least 50 cookies per domain; more than 200 is abuse
+# or a broken jar, and the header size limit already bounds the bytes).
+DEFAULT_MAX_COOKIE_PAIRS: Final = 200
+
 # Proxy headers are believed from these peers only (uvicorn's default too; gunicorn adds ::1).
 DEFAULT_FORWARDED_ALLOW_IPS: Final = "127.0.0.1"
 
@@ -92,6 +101,8 @@ class Config:
     ``max_form_fields``, ``max_form_parts``, ``max_form_field_size`` (bytes of
     one non-file field): bound ``request.form()``, which answers 413 beyond
     them (see cyclehttp.forms); ``max_body_size`` still bounds the whole body.
+    ``max_query_pairs``: pairs ``request.query`` reads, beyond: 400.
+    ``max_cookie_pairs``: pairs ``request.cookies`` reads, the rest ignored.
     """
 
     max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
@@ -113,6 +124,8 @@ class Config:
     max_form_fields: int = DEFAULT_MAX_FORM_FIELDS
     max_form_parts: int = DEFAULT_MAX_FORM_PARTS
     max_form_field_size: int = DEFAULT_MAX_FORM_FIELD_SIZE
+    max_query_pairs: int = DEFAULT_MAX_QUERY_PAIRS
+    max_cookie_pairs: int = DEFAULT_MAX_COOKIE_PAIRS
 
     def __post_init__(self) -> None:
         for name in (
@@ -124,6 +137,8 @@ class Config:
             "max_form_fields",
             "max_form_parts",
             "max_form_field_size",
+            "max_query_pairs",
+            "max_cookie_pairs",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

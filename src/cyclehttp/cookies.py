@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 from typing import Final, Literal
 
+from .config import DEFAULT_MAX_COOKIE_PAIRS
+
 __all__ = ["MAX_COOKIE_PAIRS", "parse_cookie_header", "set_cookie_header"]
 
-# A Cookie header holds at most this many pairs that are parsed; the rest are
-# ignored (not an error: the header size limit already bounds the bytes, and
-# RFC 6265 section 6.1 asks browsers for at least 50 cookies per domain, so a
-# request with more than 200 is either abuse or a jar that is already broken).
-MAX_COOKIE_PAIRS: Final = 200
+# The default of Config.max_cookie_pairs (why 200: see config.py).
+MAX_COOKIE_PAIRS: Final = DEFAULT_MAX_COOKIE_PAIRS
 
 # RFC 6265 section 4.1.1: cookie-name = token (RFC 9110 section 5.6.2)
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, unquote_to_bytes
 
-from .cookies import parse_cookie_header
+from .config import DEFAULT_MAX_QUERY_PAIRS
+from .cookies import MAX_COOKIE_PAIRS, parse_cookie_header
 from .errors import HTTPError
 from .proxy import ProxyContext
 
@@ -26,11 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_QUERY_PAIRS", "Headers", "QueryParams", "Request"]
 
-# More pairs than this in a query string answer 400: parsing is linear, but a
-# handler looping over a 100,000-pair query is not (the same bound as a form's
-# field count; Django's DATA_UPLOAD_MAX_NUMBER_FIELDS and PHP's max_input_vars
-# are 1000 too).
-MAX_QUERY_PAIRS: Final = 1000
+# The default of Config.max_query_pairs (why 1000: see config.py).
+MAX_QUERY_PAIRS: Final = DEFAULT_MAX_QUERY_PAIRS
 
 # RFC 3986 section 2.1: pct-encoded = "%" HEXDIG HEXDIG; a "%" not followed by two hex digits is invalid.
 _BAD_PERCENT_RE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -248,7 +246,7 @@ class Request:
     def query(self) -> QueryParams:
         """The parsed query string; ``query.getall(name)`` for repeated keys."""
         if self._query is None:
-            self._query = QueryParams(self.query_string)
+            self._query = QueryParams(self.query_string, self._limit("max_query_pairs", MAX_QUERY_PAIRS))
         return self._query
 
     @property
@@ -257,14 +255,15 @@ class Request:
 
         Tolerant of real browser jars (quoted values, ``=`` in values, empty
         values; invalid pairs are skipped); the first value of a repeated name
-        wins; at most ``cookies.MAX_COOKIE_PAIRS`` pairs are read, the rest
+        wins; at most ``max_cookie_pairs`` (a server option, 200) pairs are read, the rest
         ignored. See ``cyclehttp.cookies.parse_cookie_header``.
         """
         if self._cookies is None:
             values = [
                 v.decode("latin-1") for n, v in self.raw_headers if len(n) == 6 and n.lower() == b"cookie"
             ]
-            self._cookies = parse_cookie_header(values) if values else {}
+            limit = self._limit("max_cookie_pairs", MAX_COOKIE_PAIRS)
+            self._cookies = parse_cookie_header(values, limit) if values else {}
         return self._cookies
 
     @property
@@ -314,6 +313,13 @@ class Request:
         if app is None:
             raise RuntimeError("this Request was not made by a cyclehttp Server, so it has no app")
         return app
+
+    def _limit(self, name: str, default: int) -> int:
+        """A Config limit of the server that made this request (``default`` for one built by hand)."""
+        source = self._transport
+        protocol = source.get_protocol() if source is not None else None
+        config = getattr(getattr(protocol, "_server", None), "config", None)
+        return int(getattr(config, name, default))
 
     def _resolve(self) -> None:
         source = self._transport
