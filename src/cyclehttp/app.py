@@ -10,9 +10,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from .errorhandlers import ErrorHandler, ErrorHandlers, check_callable, check_error_key
+from .errorhandlers import ErrorHandler, ErrorHandlers, check_error_key
 from .errors import RouteError
-from .lifecycle import Hook, Lifespan, Phase, State, check_hook
+from .lifecycle import Hook, Lifespan, Phase, State, check_callable, check_hook
 from .metrics import Stats, StatsSnapshot
 from .requesthooks import AfterHook, BeforeHook, wrap_handler
 from .routing import HandlerTarget, Router, RouteSpec, compile_pattern, make_target, normalize_method

@@ -29,14 +29,13 @@ negotiate.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .errors import HTTPError
-from .lifecycle import hook_name
+from .lifecycle import check_callable
 from .response import HeadersLike, Response, error_response, json_bytes
 
 if TYPE_CHECKING:
@@ -61,28 +60,6 @@ ErrorHandler = Callable[["Request", Any], Any] | Callable[["Request", Any], Awai
 
 class ErrorHandlerFailed(RuntimeError):
     """An error handler raised: the request is answered with the default 500 (``__cause__`` is why)."""
-
-
-def is_async_callable(function: object) -> bool:
-    """``async def`` functions and objects with an ``async def __call__``."""
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - async callable objects
-    )
-
-
-def check_callable(function: object, expected: str, arguments: int) -> None:
-    """Raise ``TypeError`` unless ``function`` can be called with ``arguments`` positional arguments."""
-    if not callable(function):
-        raise TypeError(f"{expected}; got {function!r}, which is not callable")
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):  # some builtins have none: let the call decide
-        return
-    try:
-        signature.bind(*([None] * arguments))
-    except TypeError:
-        shown = str(signature.replace(return_annotation=inspect.Signature.empty))
-        raise TypeError(f"{expected}; {hook_name(function)} takes {shown}") from None
 
 
 def check_error_key(key: object) -> int | type[BaseException]:

@@ -34,7 +34,7 @@ from .errors import StartupError
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Hook", "Lifespan", "State", "check_hook", "hook_name"]
+__all__ = ["Hook", "Lifespan", "State", "check_callable", "check_hook", "hook_name", "is_async_callable"]
 
 error_log = logging.getLogger("cyclehttp.error")
 
@@ -70,20 +70,33 @@ def hook_name(hook: object) -> str:
     return f"{module}.{name}" if module else name
 
 
-def check_hook(hook: object, phase: Phase) -> None:
-    """Raise ``TypeError`` unless ``hook`` can be called as ``hook(app)``."""
-    expected = f"a {phase} hook is a function taking the app: def hook(app) or async def hook(app)"
-    if not callable(hook):
-        raise TypeError(f"{expected}; got {hook!r}, which is not callable")
+def is_async_callable(function: object) -> bool:
+    """``async def`` functions and objects with an ``async def __call__``."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def check_callable(function: object, expected: str, arguments: int) -> None:
+    """Raise ``TypeError`` unless ``function`` can be called with ``arguments`` positional arguments."""
+    if not callable(function):
+        raise TypeError(f"{expected}; got {function!r}, which is not callable")
     try:
-        signature = inspect.signature(hook)
+        signature = inspect.signature(function)
     except (TypeError, ValueError):  # some builtins have none: let the call decide
         return
     try:
-        signature.bind(None)
+        signature.bind(*([None] * arguments))
     except TypeError:
         shown = str(signature.replace(return_annotation=inspect.Signature.empty))
-        raise TypeError(f"{expected}; {hook_name(hook)} takes {shown}") from None
+        raise TypeError(f"{expected}; {hook_name(function)} takes {shown}") from None
+
+
+def check_hook(hook: object, phase: Phase) -> None:
+    """Raise ``TypeError`` unless ``hook`` can be called as ``hook(app)``."""
+    check_callable(
+        hook, f"a {phase} hook is a function taking the app: def hook(app) or async def hook(app)", 1
+    )
 
 
 class Lifespan:

@@ -7,7 +7,6 @@ address are built the first time a handler asks for them.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -18,6 +17,7 @@ from .config import DEFAULT_MAX_QUERY_PAIRS
 from .cookies import MAX_COOKIE_PAIRS, parse_cookie_header
 from .errors import HTTPError
 from .proxy import ProxyContext
+from .response import load_orjson
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,14 +34,7 @@ MAX_QUERY_PAIRS: Final = DEFAULT_MAX_QUERY_PAIRS
 _BAD_PERCENT_RE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-def _load_orjson() -> Any:
-    try:
-        return importlib.import_module("orjson")
-    except ImportError:
-        return None
-
-
-_orjson: Any = _load_orjson()
+_orjson: Any = load_orjson()
 """The optional ``orjson`` module (``pip install 'cyclehttp[json]'``), or None: stdlib ``json``."""
 
 # orjson parses integers beyond 64 bits as floats where the stdlib keeps them exact:

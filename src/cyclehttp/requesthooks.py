@@ -33,9 +33,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errorhandlers import ErrorHandlerFailed, ErrorHandlers, is_async_callable, to_response
+from .errorhandlers import ErrorHandlerFailed, ErrorHandlers, to_response
 from .errors import HTTPError
-from .lifecycle import hook_name
+from .lifecycle import hook_name, is_async_callable
 from .response import Response
 
 if TYPE_CHECKING:

@@ -120,14 +120,15 @@ _C_ENCODER: Final = (
 )
 
 
-def _load_orjson() -> Any:
+def load_orjson() -> Any:
+    """The ``orjson`` module if it is installed, else None (request bodies and results share it)."""
     try:
         return importlib.import_module("orjson")
     except ImportError:
         return None
 
 
-_orjson: Any = _load_orjson()
+_orjson: Any = load_orjson()
 """The optional ``orjson`` module (``pip install 'cyclehttp[json]'``), or None: the stdlib encoder."""
 
 

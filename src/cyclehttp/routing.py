@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import quote, unquote
 
 from .errors import RouteError
+from .lifecycle import is_async_callable
 from .metrics import ANY_METHOD, OTHER_METHOD, UNMATCHED
 from .requesthooks import raise_status, wrap_handler
 from .response import Response, StaticResponse, error_response
@@ -161,9 +162,7 @@ class HandlerTarget:
 
     def __init__(self, handler: Handler, stream_body: bool = False) -> None:
         self.handler = handler
-        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-        )
+        self.is_async = is_async_callable(handler)
         self.name = getattr(handler, "__qualname__", None) or repr(handler)
         self.responses = [0] * 6
         """Responses sent, by the first digit of their status."""
