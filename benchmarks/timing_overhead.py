@@ -1,7 +1,8 @@
 """What request timing costs: examples/hello.py with timing on and off, side by side.
 
 Usage: python benchmarks/timing_overhead.py [--rounds 5] [--duration 5] [--together]
-                                           [--src SRC_DIR] [--against SRC_DIR]
+                                           [--src SRC_DIR] [--against SRC_DIR ...]
+                                           [--scenario NAME ...]
 
 Scenarios: keep-alive GET /, Connection: close GET /, keep-alive GET /users/1
 (a handler). Each round runs every variant once per scenario:
@@ -18,8 +19,9 @@ system time of the server process / requests), and the median over rounds of
 each variant's ratio to the first one in the same round.
 
 ``--src SRC_DIR`` serves the on/off variants from a copy of ``src/`` (so the
-tree can be edited while it runs); ``--against SRC_DIR`` adds a variant
+tree can be edited while it runs); each ``--against SRC_DIR`` adds a variant
 served from another source tree (e.g. a ``git worktree`` of an older commit).
+``--scenario NAME`` runs only the scenarios named.
 Needs wrk (apt-get install -y wrk) and taskset.
 """
 
@@ -51,8 +53,24 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process: the scheduler's ns count per thread where the kernel shows it.
+
+    ``/proc/PID/stat`` counts in clock ticks (10 ms): over a run of a few seconds
+    that alone is a percent of error, as large as the differences measured here.
+    """
+    total = 0.0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "sched").read_text().splitlines():
+                if line.startswith("se.sum_exec_runtime"):
+                    total += float(line.split(":")[1]) / 1e3  # milliseconds
+                    break
+            else:
+                raise OSError("no se.sum_exec_runtime")
+        return total
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(flags: list[str], pythonpath: str | None, port: int) -> subprocess.Popen[bytes]:
@@ -115,7 +133,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--src", help="serve the on/off variants from this copy of src/")
-    parser.add_argument("--against", help="another source tree to compare (its src/ directory)")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        help="another source tree to compare (its src/ directory); repeat for several",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only this scenario; repeat for several (default: all)",
+    )
     parser.add_argument(
         "--together",
         action="store_true",
@@ -126,8 +155,9 @@ def main() -> None:
         "timing on (default)": ([], args.src),
         "timing off (--no-timing)": (["--no-timing"], args.src),
     }
-    if args.against:
-        variants[f"PYTHONPATH={args.against}"] = ([], args.against)
+    for tree in args.against:
+        variants[f"PYTHONPATH={tree}"] = ([], tree)
+    scenarios = {name: SCENARIOS[name] for name in args.scenario or SCENARIOS}
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_number in range(args.rounds):
         if args.together:
@@ -137,7 +167,7 @@ def main() -> None:
                 for (flags, pythonpath), port in zip(variants.values(), ports, strict=True)
             ]
             try:
-                for scenario, wrk_args in SCENARIOS.items():
+                for scenario, wrk_args in scenarios.items():
                     pair = run_pair(wrk_args, ports, args.duration, [server.pid for server in servers])
                     for name, figures in zip(variants, pair, strict=True):
                         results.setdefault((name, scenario), []).append(figures)
@@ -150,7 +180,7 @@ def main() -> None:
                 port = free_port()
                 server = start_server(flags, pythonpath, port)
                 try:
-                    for scenario, wrk_args in SCENARIOS.items():
+                    for scenario, wrk_args in scenarios.items():
                         results.setdefault((name, scenario), []).append(
                             run_wrk(wrk_args, port, args.duration, server.pid)
                         )
@@ -162,7 +192,7 @@ def main() -> None:
     how = "simultaneous (wrk -t1 -c32 per server)" if args.together else "interleaved (wrk -t1 -c64)"
     print(f"{args.rounds} {how} rounds of {args.duration}s; medians, and the median of")
     print(f"each round's ratio to '{first}' (min..max over rounds)")
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         print(f"\n{scenario}")
         base = results[(first, scenario)]
         for name in variants:
@@ -176,6 +206,7 @@ def main() -> None:
                 f"{statistics.median(c for _, c in runs):6.2f} us/req "
                 f"({statistics.median(cpu_ratios):5.3f}x, {min(cpu_ratios):5.3f}..{max(cpu_ratios):5.3f})"
             )
+
 
 if __name__ == "__main__":
     main()

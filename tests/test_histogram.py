@@ -1,4 +1,4 @@
-"""Tests for cyclehttp.histogram: bucket maths, exact stats and percentile accuracy."""
+"""Tests for cyclehttp.histogram: bucket maths, exact counts and the accuracy of everything else."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from cyclehttp.histogram import (
     CAP_NS,
+    FAST_INDEX,
+    FAST_SHIFT,
     NUM_BUCKETS,
     HistogramSnapshot,
     LogHistogram,
@@ -61,6 +63,17 @@ def test_relative_width() -> None:
             assert (hi - lo + 1) / lo <= 0.125
 
 
+def test_fast_index_is_bucket_index_from_128_ns_to_its_end() -> None:
+    """The protocol's table lookup gives the bucket ``record`` would, or an index past the
+    bucket list (so the caller's IndexError sends it the exact way)."""
+    assert len(FAST_INDEX) << FAST_SHIFT == 1 << 18
+    for v in range(1 << 18):
+        expected = bucket_index(v) if v >= 128 else NUM_BUCKETS
+        assert FAST_INDEX[v >> FAST_SHIFT] == expected, v
+    with pytest.raises(IndexError):
+        FAST_INDEX[(1 << 18) >> FAST_SHIFT]
+
+
 @given(st.integers(min_value=0, max_value=CAP_NS * 8))
 def test_record_uses_bucket_index(v: int) -> None:
     h = make([v])
@@ -73,14 +86,30 @@ def test_record_uses_bucket_index(v: int) -> None:
 
 
 @given(any_values)
-def test_exact_stats(values: list[int]) -> None:
+def test_count_is_exact_and_min_max_are_bucket_upper_bounds(values: list[int]) -> None:
     h = make(values)
-    clamped = [max(v, 0) for v in values]
+    clamped = [min(max(v, 0), CAP_NS) for v in values]
     assert h.count == len(values)
-    assert h.sum == sum(clamped)
-    assert h.min == (min(clamped) if clamped else 0)
-    assert h.max == (max(clamped) if clamped else 0)
     assert sum(c for _, c in h.nonzero_buckets()) == len(values)
+    if not values:
+        assert (h.sum, h.min, h.max) == (0, 0, 0)
+        return
+    for reported, true in ((h.min, min(clamped)), (h.max, max(clamped))):
+        assert reported == UPPER[bucket_index(true)]
+        assert true <= reported <= true * 1.125 + 1  # never below, at most 12.5% above
+
+
+@given(values_below_cap)
+def test_sum_is_within_the_half_bucket_width(values: list[int]) -> None:
+    h = make(values)
+    true = sum(values)
+    assert abs(h.sum - true) <= true * 0.0625 + 1
+    assert h.snapshot().mean_ns == (h.sum / len(values) if values else 0.0)
+
+
+def test_values_under_16_ns_are_exact() -> None:
+    h = make([3, 3, 15])
+    assert (h.count, h.sum, h.min, h.max, h.percentile(50)) == (3, 21, 3, 15, 3)
 
 
 @given(values_below_cap.filter(bool), quantiles)
@@ -92,6 +121,7 @@ def test_percentile_accuracy(values: list[int], q: float) -> None:
     p = h.percentile(q)
     assert true <= p <= true * 1.125 + 1
     assert h.min <= p <= h.max
+    assert h.percentile(100) == h.max
 
 
 @given(any_values, st.lists(quantiles, min_size=2, max_size=10))
@@ -120,6 +150,9 @@ def test_reset_and_empty() -> None:
     assert h.snapshot() == HistogramSnapshot(0, 0, 0, 0, 0, 0, 0, 0, 0.0, ())
     h.record(7)
     assert (h.count, h.min, h.max, h.percentile(50)) == (1, 7, 7, 7)
+    h.record_many(1000, 3)
+    h.record_many(5, 0)
+    assert (h.count, h.max) == (4, 1023)
 
 
 def test_negative_values_clamp_to_zero() -> None:
@@ -132,16 +165,16 @@ def test_negative_values_clamp_to_zero() -> None:
 def test_huge_values_clamp_to_last_bucket() -> None:
     h = make([CAP_NS, CAP_NS * 1000, 10**30])
     assert h.nonzero_buckets() == [(CAP_NS, 3)]
-    assert h.max == 10**30
-    assert h.percentile(100) == 10**30
-    assert h.percentile(0) >= h.min
+    assert h.max == h.min == h.percentile(100) == h.percentile(0) == CAP_NS
+    assert h.sum == 3 * CAP_NS  # the overflow bucket counts at its lower bound
 
 
 def test_snapshot_fields() -> None:
     h = make([10, 20, 30, 40])
     s = h.snapshot()
-    assert (s.count, s.sum_ns, s.min_ns, s.max_ns, s.mean_ns) == (4, 100, 10, 40, 25.0)
-    assert s.p50_ns >= 20 and s.p999_ns == 40
+    # 10 has an exact bucket; 20, 30 and 40 fall in [20, 21], [30, 31] and [40, 43].
+    assert (s.count, s.sum_ns, s.min_ns, s.max_ns, s.mean_ns) == (4, 10 + 20 + 30 + 41, 10, 43, 25.25)
+    assert s.p50_ns == 21 and s.p999_ns == 43
     assert s.buckets == tuple(h.nonzero_buckets())
     with pytest.raises(AttributeError):
         s.count = 5  # type: ignore[misc]

@@ -79,6 +79,7 @@ from httptools import (
 from .bodystream import STREAM_BUFFER, BodyStream, StreamingRequest
 from .errorhandlers import default_error_response
 from .errors import ClientDisconnected, HTTPError
+from .histogram import FAST_INDEX, FAST_SHIFT
 from .metrics import PARSE_ERROR
 from .proxy import ProxyContext, trusted_proxies
 from .request import Request
@@ -184,6 +185,7 @@ class HttpProtocol(asyncio.Protocol):
         "_ending",
         "_expect",
         "_fresh",
+        "_handler_counts",
         "_handler_time",
         "_head",
         "_head_bytes",
@@ -191,6 +193,7 @@ class HttpProtocol(asyncio.Protocol):
         "_hosts",
         "_index",
         "_latency",
+        "_latency_counts",
         "_linger",
         "_long",
         "_loop",
@@ -239,7 +242,9 @@ class HttpProtocol(asyncio.Protocol):
         self._max_body = config.max_body_size
         self._timed = config.timing
         self._latency = server.stats.request_latency
+        self._latency_counts = self._latency.counts
         self._handler_time = server.stats.handler_time
+        self._handler_counts = self._handler_time.counts
         self._access = server.access_log
         self._peer = "-"
         self._read_ns = 0
@@ -757,34 +762,16 @@ class HttpProtocol(asyncio.Protocol):
         if called:
             # One clock read ends both the handler's time (its call and the rendering of
             # what it returned) and the request's latency: the answer is written at the end
-            # of this read. Both LogHistogram.record calls are inlined.
+            # of this read. Both LogHistogram.record calls are inlined (histogram.py).
             done = monotonic_ns()
-            histogram = self._handler_time
-            elapsed = done - called
             try:
-                shift = elapsed.bit_length() - 4
-                histogram._counts[(shift << 3) + (elapsed >> shift)] += 1
-            except (ValueError, IndexError):
-                histogram.record_many(elapsed, 1)
-            else:
-                histogram.sum += elapsed
-                if elapsed > histogram.max:
-                    histogram.max = elapsed
-                if elapsed < histogram._min:
-                    histogram._min = elapsed
-            histogram = self._latency
-            elapsed = done - start
+                self._handler_counts[FAST_INDEX[(done - called) >> FAST_SHIFT]] += 1
+            except IndexError:  # beyond the table (histogram.FAST_INDEX): the exact way
+                self._handler_time.record(done - called)
             try:
-                shift = elapsed.bit_length() - 4
-                histogram._counts[(shift << 3) + (elapsed >> shift)] += 1
-            except (ValueError, IndexError):
-                histogram.record_many(elapsed, 1)
-            else:
-                histogram.sum += elapsed
-                if elapsed > histogram.max:
-                    histogram.max = elapsed
-                if elapsed < histogram._min:
-                    histogram._min = elapsed
+                self._latency_counts[FAST_INDEX[(done - start) >> FAST_SHIFT]] += 1
+            except IndexError:
+                self._latency.record(done - start)
         self._answered(target, request, data, mode, start, called != 0)
 
     async def _call_async(
@@ -1143,18 +1130,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._batch = 0
                 elapsed = monotonic_ns() - self._read_ns
                 # LogHistogram.record_many, inlined: this runs for every response written.
-                histogram = self._latency
                 try:
-                    shift = elapsed.bit_length() - 4
-                    histogram._counts[(shift << 3) + (elapsed >> shift)] += batch
-                except (ValueError, IndexError):  # below 16 ns or past the overflow bucket
-                    histogram.record_many(elapsed, batch)
-                else:
-                    histogram.sum += elapsed * batch
-                    if elapsed > histogram.max:
-                        histogram.max = elapsed
-                    if elapsed < histogram._min:
-                        histogram._min = elapsed
+                    self._latency_counts[FAST_INDEX[elapsed >> FAST_SHIFT]] += batch
+                except IndexError:  # beyond the table (histogram.FAST_INDEX): the exact way
+                    self._latency.record_many(elapsed, batch)
         if self._close_after_flush:
             self._close_after_flush = False
             if self._linger and transport.can_write_eof():

@@ -89,26 +89,15 @@ _READ_ATTEMPTS: Final = 5
 
 
 def _encode_histogram(histogram: HistogramSnapshot) -> dict[str, Any]:
-    return {
-        "b": [[bucket_index(bound), count] for bound, count in histogram.buckets],
-        "s": histogram.sum_ns,
-        "lo": histogram.min_ns,
-        "hi": histogram.max_ns,
-    }
+    return {"b": [[bucket_index(bound), count] for bound, count in histogram.buckets]}
 
 
-def _histogram(
-    buckets: Iterable[tuple[int, int]], sum_ns: int, min_ns: int, max_ns: int
-) -> HistogramSnapshot:
-    """A snapshot from bucket counts ``(any value inside the bucket, count)`` and exact sum/min/max."""
+def _histogram(buckets: Iterable[tuple[int, int]]) -> HistogramSnapshot:
+    """A snapshot from bucket counts ``(any value inside the bucket, count)``: the rest follows."""
     histogram = LogHistogram()
     for value, count in buckets:
         histogram.record_many(value, count)
-    if histogram.count == 0:
-        return histogram.snapshot()
-    histogram.sum = sum_ns
-    histogram.max = max_ns  # percentiles are clamped to the exact max
-    return replace(histogram.snapshot(), min_ns=min_ns)
+    return histogram.snapshot()
 
 
 _UPPER_BOUNDS: Final = tuple(LogHistogram.bucket_upper_bounds())
@@ -116,7 +105,7 @@ _UPPER_BOUNDS: Final = tuple(LogHistogram.bucket_upper_bounds())
 
 def _decode_histogram(data: dict[str, Any]) -> HistogramSnapshot:
     buckets = [(_UPPER_BOUNDS[int(i)], int(c)) for i, c in data["b"] if 0 <= int(i) < len(_UPPER_BOUNDS)]
-    return _histogram(buckets, int(data["s"]), int(data["lo"]), int(data["hi"]))
+    return _histogram(buckets)
 
 
 def _as_dict(snapshot: StatsSnapshot, routes: Sequence[RouteCount], **extra: Any) -> dict[str, Any]:
@@ -223,12 +212,7 @@ def _merge_histograms(histograms: Sequence[HistogramSnapshot]) -> HistogramSnaps
     for h in filled:
         for bound, count in h.buckets:
             buckets[bound] = buckets.get(bound, 0) + count
-    return _histogram(
-        sorted(buckets.items()),
-        sum(h.sum_ns for h in filled),
-        min((h.min_ns for h in filled), default=0),
-        max((h.max_ns for h in filled), default=0),
-    )
+    return _histogram(sorted(buckets.items()))
 
 
 def merge_snapshots(snapshots: Sequence[StatsSnapshot]) -> StatsSnapshot:
