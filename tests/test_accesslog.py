@@ -233,6 +233,21 @@ async def test_method_not_allowed(cyclehttp_server: ServerFactory, access: Calla
     check(line, "DELETE /static HTTP/1.1", 405, len(response.body))
 
 
+async def test_static_answer_instead_of_100_continue_is_logged(
+    cyclehttp_server: ServerFactory, access: Callable[[], list[str]]
+) -> None:
+    """A static target (here a 404) answers an ``Expect: 100-continue`` request at once,
+    without reading its body: that answer gets its line too."""
+    server = await cyclehttp_server(App(ROUTES), access_log=True)
+    async with await server.raw() as connection:
+        await connection.send(
+            b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        response = await refused(connection, 404)
+    [line] = access()
+    check(line, "POST /nowhere HTTP/1.1", 404, len(response.body))
+
+
 async def test_handler_that_raises_is_500(
     cyclehttp_server: ServerFactory, access: Callable[[], list[str]]
 ) -> None:

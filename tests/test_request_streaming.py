@@ -310,6 +310,9 @@ async def test_an_unknown_expectation_is_417(cyclehttp_server) -> None:
         response = await connection.read_response(timeout=2)
         assert response.status == 417
         assert await connection.is_closed_by_peer(timeout=5)
+    stats = server.stats
+    assert stats.requests_by_status["4xx"] == 1
+    assert stats.parse_errors == 0  # a well-formed request, refused: not a parse error
 
 
 async def test_expect_in_http_1_0_is_ignored(cyclehttp_server) -> None:

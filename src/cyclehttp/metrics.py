@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .routing import Router
 
 __all__ = [
+    "EXPECTATION_FAILED",
     "LIMITS",
     "PARSE_ERROR",
     "STATUS_CLASSES",
@@ -39,8 +40,10 @@ __all__ = [
     "format_duration",
 ]
 
-# Why a request was refused: a Config field for a limit or a timeout, or a parse error.
+# Why a request was refused: a Config field for a limit or a timeout, a parse error,
+# or an expectation other than 100-continue (417: well-formed, counted as refused only).
 PARSE_ERROR: Final = "parse"
+EXPECTATION_FAILED: Final = "expectation"
 LIMITS: Final = ("max_header_size", "max_url_length", "max_body_size", "max_connections")
 TIMEOUTS: Final = ("header_timeout", "body_timeout", "keep_alive_timeout")
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -178,13 +181,17 @@ class Stats:
         self.connection_lifetime.record(lifetime_ns)
 
     def refused(self, reason: str, status: int) -> None:
-        """Count one error answer to bad input; ``reason`` is ``PARSE_ERROR`` or a Config field."""
+        """Count one error answer to bad input.
+
+        ``reason`` is a Config field (a limit or a timeout), ``PARSE_ERROR``, or
+        ``EXPECTATION_FAILED``, which counts in the status classes only.
+        """
         self.rejected[status // 100] += 1
         if reason in self.limit_hits:
             self.limit_hits[reason] += 1
         elif reason in self.timeouts:
             self.timeouts[reason] += 1
-        else:
+        elif reason == PARSE_ERROR:
             self.parse_errors += 1
 
     def snapshot(self) -> StatsSnapshot:

@@ -80,7 +80,7 @@ from .bodystream import STREAM_BUFFER, BodyStream, StreamingRequest
 from .errorhandlers import default_error_response
 from .errors import ClientDisconnected, HTTPError
 from .histogram import FAST_INDEX, FAST_SHIFT
-from .metrics import PARSE_ERROR
+from .metrics import EXPECTATION_FAILED, PARSE_ERROR
 from .proxy import ProxyContext, trusted_proxies
 from .request import Request
 from .response import (
@@ -549,7 +549,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head = method == b"HEAD"
         self._state = BODY
         if self._expect is not None:
-            self._expectation(version)
+            self._expectation(version, path, query)
         target = self._targets[self._index]
         if target.__class__ is HandlerTarget or self._access is not None:
             self._path = path
@@ -562,7 +562,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._body = None
 
-    def _expectation(self, version: str) -> None:
+    def _expectation(self, version: str, path: bytes, query: bytes) -> None:
         """``Expect`` (RFC 9110 section 10.1.1), once the request is routed.
 
         HTTP/1.0: ignored. Anything but ``100-continue``: 417. A request without a
@@ -576,7 +576,7 @@ class HttpProtocol(asyncio.Protocol):
         if version == "1.0" or expect is None:
             return
         if expect.strip(b" \t").lower() != b"100-continue":
-            raise _Reject(417, "the only expectation supported is 100-continue")
+            raise _Reject(417, "the only expectation supported is 100-continue", EXPECTATION_FAILED)
         if not _has_body(self._headers):
             return
         target = self._targets[self._index]
@@ -586,7 +586,19 @@ class HttpProtocol(asyncio.Protocol):
             self._state = CLOSING
             self._linger = True  # the body may come all the same
             self._pause(_PAUSED_QUEUE)
-            entry = (target, None, CLOSE, self._head, self._begin_ns)
+            request = None
+            if self._access is not None:  # the line needs the request; its body is never read
+                request = Request(
+                    self._method,
+                    path,
+                    query,
+                    self._headers,
+                    b"",
+                    self._params,
+                    version,
+                    self._request_transport,
+                )
+            entry = (target, request, CLOSE, self._head, self._begin_ns)
             if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
                 self._execute(*entry)
             else:
