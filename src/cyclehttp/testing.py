@@ -19,17 +19,31 @@ Installed with the package (``pytest11`` entry point). Fixtures:
 Async tests that use these fixtures are marked for pytest-asyncio
 automatically, so they need no decorator. Test servers never install
 signal handlers.
+
+The entry point loads this module in every pytest run of an environment
+where cyclehttp is installed, also without the ``test`` extra. So it imports
+nothing optional: without pytest-asyncio, ``cyclehttp_server``,
+``cyclehttp_client`` and ``cyclehttp_raw`` are stand-ins that fail the test
+asking for them with one line (``pip install 'cyclehttp[test]'``); without
+httpx, only ``cyclehttp_client`` is. Every other test of that run is untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import pytest
-import pytest_asyncio
+
+try:
+    import pytest_asyncio
+except ImportError:  # the plugin must still load: its fixtures say what to install
+    HAS_PYTEST_ASYNCIO = False
+else:
+    HAS_PYTEST_ASYNCIO = True
 
 from .app import App
 from .config import Config
@@ -45,6 +59,43 @@ __all__ = ["TestServer", "start_test_server"]
 _FIXTURES = frozenset({"cyclehttp_server", "cyclehttp_client", "cyclehttp_raw"})
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+INSTALL_TEST_EXTRA = "pip install 'cyclehttp[test]'"
+# Looked up, not imported: importing httpx costs every pytest run of the environment ~0.1 s.
+HAS_HTTPX = importlib.util.find_spec("httpx") is not None
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _async_fixture(*needs: str) -> Callable[[F], F]:
+    """``pytest_asyncio.fixture`` when ``needs`` are installed, else a stand-in of the same name.
+
+    The stand-in takes no fixtures (so asking for it does not first fail on
+    ``cyclehttp_app`` or start a server) and fails the test at setup with one
+    line naming what is missing and the install command.
+    """
+    installed = {"pytest-asyncio": HAS_PYTEST_ASYNCIO, "httpx": HAS_HTTPX}
+    missing = [name for name in needs if not installed[name]]
+
+    def decorate(function: F) -> F:
+        if not missing:
+            return cast(F, pytest_asyncio.fixture(function))
+        return cast(F, _unavailable_fixture(function.__name__, missing))
+
+    return decorate
+
+
+def _unavailable_fixture(name: str, missing: list[str]) -> object:
+    """A plain fixture named ``name`` that fails the test asking for it: ``missing`` is not installed."""
+    message = (
+        f"the {name} fixture needs {' and '.join(missing)}, which "
+        f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_TEST_EXTRA}"
+    )
+
+    def unavailable() -> NoReturn:
+        pytest.fail(message, pytrace=False)
+
+    unavailable.__doc__ = f"Stands in for {name}: {message}."
+    return pytest.fixture(name=name)(unavailable)
 
 
 class TestServer:
@@ -97,7 +148,7 @@ async def start_test_server(app: App | list[Any], *, port: int = 0, **options: A
     return TestServer(built, server)
 
 
-@pytest_asyncio.fixture
+@_async_fixture("pytest-asyncio")
 async def cyclehttp_server() -> AsyncIterator[Callable[..., Awaitable[TestServer]]]:
     """Factory fixture: ``await cyclehttp_server(app, **options)`` -> ``TestServer``."""
     started: list[TestServer] = []
@@ -126,7 +177,7 @@ def cyclehttp_app() -> App:
     )
 
 
-@pytest_asyncio.fixture
+@_async_fixture("pytest-asyncio")
 async def cyclehttp_test_server(
     cyclehttp_server: Callable[..., Awaitable[TestServer]], cyclehttp_app: App
 ) -> TestServer:
@@ -134,7 +185,7 @@ async def cyclehttp_test_server(
     return await cyclehttp_server(cyclehttp_app)
 
 
-@pytest_asyncio.fixture
+@_async_fixture("pytest-asyncio", "httpx")
 async def cyclehttp_client(cyclehttp_test_server: TestServer) -> AsyncIterator[httpx.AsyncClient]:
     """An ``httpx.AsyncClient`` whose base URL is a server running ``cyclehttp_app``."""
     import httpx
@@ -143,7 +194,7 @@ async def cyclehttp_client(cyclehttp_test_server: TestServer) -> AsyncIterator[h
         yield client
 
 
-@pytest_asyncio.fixture
+@_async_fixture("pytest-asyncio")
 async def cyclehttp_raw(
     cyclehttp_test_server: TestServer,
 ) -> AsyncIterator[Callable[[], Awaitable[RawConnection]]]:
@@ -169,11 +220,13 @@ def pytest_configure(config: pytest.Config) -> None:
     The cyclehttp fixtures are function-scoped; without a setting, pytest-asyncio
     warns on every run, which fails a user's warning-clean (``-W error``) suite.
     """
+    if not HAS_PYTEST_ASYNCIO:
+        return
     name = "asyncio_default_fixture_loop_scope"
     try:
         if not config.getini(name):
             config._inicache[name] = "function"
-    except (ValueError, AttributeError):  # pytest-asyncio absent, or pytest internals changed
+    except (ValueError, AttributeError):  # pytest-asyncio disabled (-p no:asyncio), or pytest changed
         pass
 
 
@@ -182,9 +235,11 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     """Mark ``async def`` tests that ask for a cyclehttp fixture for pytest-asyncio.
 
     Runs before pytest-asyncio collects the function, so such tests need no
-    ``@pytest.mark.asyncio`` even in pytest-asyncio's strict mode.
+    ``@pytest.mark.asyncio`` even in pytest-asyncio's strict mode. Without
+    pytest-asyncio nothing is marked: the mark would be unknown (a warning, an
+    error under ``--strict-markers``), and the fixture's stand-in says what to install.
     """
-    if not (inspect.iscoroutinefunction(obj) and name.startswith("test")):
+    if not (HAS_PYTEST_ASYNCIO and inspect.iscoroutinefunction(obj) and name.startswith("test")):
         return
     try:
         parameters = inspect.signature(obj).parameters
