@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import signal
@@ -121,18 +122,169 @@ async def test_add_startup_and_add_shutdown_and_callable_objects(cyclehttp_serve
     ("hook", "said"),
     [
         ("not a function", "not callable"),
-        (lambda: None, "takes ()"),
         (lambda app, extra: None, "takes (app, extra)"),
+        (lambda *, key: None, "takes (*, key)"),
         (functools.partial(lambda app, *, key: None), "takes (app, *, key)"),
     ],
 )
 @pytest.mark.parametrize("declare", ["on_startup", "on_shutdown", "add_startup", "add_shutdown"])
 def test_a_hook_of_the_wrong_shape_is_refused_when_declared(hook: Any, said: str, declare: str) -> None:
     app = App()
-    with pytest.raises(TypeError, match=r"def hook\(app\) or async def hook\(app\)") as caught:
+    phase = declare.partition("_")[2]
+    both_shapes = rf"a {phase} hook takes the app or nothing: def hook\(app\) / async def hook\(app\), "
+    with pytest.raises(TypeError, match=both_shapes + r"or def hook\(\) / async def hook\(\)") as caught:
         getattr(app, declare)(hook)
     assert said in str(caught.value)
     assert app.lifespan()._hooks == []
+
+
+async def test_hooks_that_take_nothing_run_around_the_server(cyclehttp_server: StartServer) -> None:
+    # Starlette's and FastAPI's shape, sync and async, among hooks that take the app.
+    events: list[str] = []
+    app = App()
+
+    @app.on_startup
+    def open_pool() -> None:
+        events.append("open pool")
+
+    @app.on_startup
+    async def warm_cache(app: App) -> None:
+        await asyncio.sleep(0)
+        events.append(f"warm cache {type(app).__name__}")
+
+    @app.on_startup
+    async def connect() -> None:
+        await asyncio.sleep(0.05)  # slow: the first request must still come after it
+        events.append("connect")
+        app.state.greeting = "ready"
+
+    @app.on_shutdown
+    async def disconnect() -> None:
+        await asyncio.sleep(0)
+        events.append("disconnect")
+
+    @app.on_shutdown
+    def drop_cache(app: App) -> None:
+        events.append(f"drop cache {type(app).__name__}")
+
+    @app.on_shutdown
+    def close_pool() -> None:
+        events.append("close pool")
+
+    @app.get("/")
+    def index(request: Request) -> str:
+        events.append("request")
+        return str(request.app.state.greeting)
+
+    server = await cyclehttp_server(app)
+    assert events == ["open pool", "warm cache App", "connect"]
+    assert await get(server) == (200, b"ready")
+    await server.close()
+    assert events[3:] == ["request", "close pool", "drop cache App", "disconnect"]
+
+
+async def test_add_startup_and_add_shutdown_take_callables_of_either_shape(
+    cyclehttp_server: StartServer,
+) -> None:
+    calls: list[tuple[str, tuple[object, ...]]] = []
+
+    class Pool:
+        def open(self) -> None:  # a bound method: takes nothing
+            calls.append(("open", ()))
+
+        async def close(self, app: App) -> None:  # a bound method taking the app
+            calls.append(("close", (app,)))
+
+    class NoArguments:
+        async def __call__(self) -> None:
+            calls.append(("object", ()))
+
+    class WithoutSignature:
+        """A callable whose signature cannot be read, as some builtins' (max, getattr)."""
+
+        @property
+        def __signature__(self) -> inspect.Signature:
+            raise ValueError("no signature found")
+
+        def __call__(self, *args: object) -> None:
+            calls.append(("no signature", args))
+
+    def optional(app: object = None) -> None:  # fits both shapes: one argument wins
+        calls.append(("optional", (app,)))
+
+    def variadic(*args: object) -> None:
+        calls.append(("variadic", args))
+
+    app = App()
+    pool = Pool()
+    app.add_startup(pool.open)
+    app.add_startup(NoArguments())
+    app.add_startup(WithoutSignature())
+    app.add_startup(optional)
+    app.add_startup(variadic)
+    app.add_startup(functools.partial(lambda name: calls.append((name, ())), "partial"))
+    app.add_shutdown(pool.close)
+    app.add_shutdown(lambda: calls.append(("lambda", ())))
+    server = await cyclehttp_server(app)
+    await server.close()
+    assert calls == [
+        ("open", ()),
+        ("object", ()),
+        ("no signature", (app,)),  # as before: a hook is called with the app unless it takes nothing
+        ("optional", (app,)),
+        ("variadic", (app,)),
+        ("partial", ()),
+        ("lambda", ()),
+        ("close", (app,)),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_the_shape_is_read_from_the_signature_not_tried_by_calling() -> None:
+    # A TypeError raised inside a hook is its failure: the hook is not called again another way.
+    calls: list[tuple[object, ...]] = []
+    app = App()
+
+    @app.on_startup
+    def broken(*args: object) -> None:
+        calls.append(args)
+        raise TypeError("a bug inside the hook")
+
+    with pytest.raises(StartupError, match="TypeError: a bug inside the hook") as caught:
+        await Server(app).start("127.0.0.1", 0)
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert calls == [(app,)]
+
+    calls.clear()
+    nothing = App()
+
+    @nothing.on_startup
+    async def broken_too() -> None:
+        calls.append(())
+        raise TypeError("takes 0 positional arguments but 1 was given")  # looks like a wrong call
+
+    with pytest.raises(StartupError, match="broken_too failed"):
+        await Server(nothing).start("127.0.0.1", 0)
+    assert calls == [()]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_startup_hook_that_takes_nothing_undoes_what_ran() -> None:
+    events: list[str] = []
+    app = App()
+    app.add_startup(lambda: events.append("open pool"))
+    app.add_shutdown(lambda: events.append("close pool"))
+
+    @app.on_startup
+    async def connect_db() -> None:
+        raise ConnectionRefusedError("db:5432 refused")
+
+    app.add_shutdown(lambda: events.append("close db"))
+    port = free_port()
+    with pytest.raises(StartupError, match="connect_db failed: ConnectionRefusedError"):
+        await Server(app).start("127.0.0.1", port)
+    assert events == ["open pool", "close pool"]
+    assert port_is_free(port)
 
 
 def test_hooks_with_optional_extras_are_accepted() -> None:

@@ -278,7 +278,10 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
             loop.close()
 
     async def _serve(self) -> None:
-        await self._start_servers()
+        if not await self._start_servers():
+            await self._stop_hooks()
+            self.log.info("cyclehttp worker %s stopped during startup: nothing was served", self.pid)
+            return
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             assert self._stop is not None
@@ -290,18 +293,25 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
             heartbeat.cancel()
         self.log.info("cyclehttp worker %s stopped: %d requests served", self.pid, self.requests_served())
 
-    async def _start_servers(self) -> None:
+    async def _start_servers(self) -> bool:
         """The app's startup hooks (once per worker), then one ``Server`` per listener gunicorn bound;
-        a failure stops gunicorn (``WORKER_BOOT_ERROR``)."""
+        a failure stops gunicorn (``WORKER_BOOT_ERROR``).
+
+        False when a stop signal came during the startup hooks: no later hook started (the ones
+        that ran are undone, or their shutdown hooks are left to ``_stop_hooks``) and nothing
+        listens."""
         if self.cfg.is_ssl:
             self._boot_error("TLS options (--certfile/--keyfile) are not supported; terminate TLS in front")
         assert self.cycle_app is not None
         lifespan = self.cycle_app.lifespan()
         try:
-            await lifespan.start()  # the hook's traceback is logged already
+            if not await lifespan.start(lambda: not self.alive):  # the hook's traceback is logged already
+                return False
         except StartupError as exc:
             self._boot_error(str(exc))
         self._lifespan = lifespan
+        if not self.alive:  # the signal came during the last startup hook
+            return False
         config = config_from_gunicorn(self.cfg, access_log=self._access_log_enabled())
         for listener in self.sockets:
             server = Server(self.cycle_app, config, run_hooks=False)
@@ -313,6 +323,7 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
                 await self._stop_hooks()
                 self._boot_error(f"cannot serve on {listener}: {type(exc).__name__}: {exc}")
             self.servers.append(server)
+        return True
 
     async def _stop_hooks(self) -> None:
         """The app's shutdown hooks, after every server of this worker has drained."""

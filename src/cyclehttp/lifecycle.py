@@ -16,30 +16,53 @@ list in one serving process (``Server.start`` makes one unless told not to):
   shutdown hook just after the startup hook whose work it undoes, and a
   failed start undoes exactly what was done. Then ``start()`` raises
   ``StartupError`` with the hook's exception as ``__cause__``.
+* A stop asked for during the start (``Server.serve``'s first signal) is
+  looked at between two hooks: no later hook starts, and the start is undone
+  the same way. A start cancelled inside a hook (the second signal) too.
 
-Every hook has one shape: a callable taking the app, ``def hook(app)`` or
-``async def hook(app)``; checked when it is declared.
+A hook takes the app or nothing: ``def hook(app)`` / ``async def hook(app)``
+(aiohttp's shape) or ``def hook()`` / ``async def hook()`` (Starlette's and
+FastAPI's). Which one is read from the hook's signature, never found by
+trying calls (a ``TypeError`` raised inside a hook is its failure, not a cue
+to call it another way): a hook that can be called with one positional
+argument gets the app; else one that can be called with none gets nothing;
+anything else is a ``TypeError`` when it is declared. A builtin without a
+signature gets the app. ``app.add_startup``/``add_shutdown`` check the shape
+as the hook is declared; a ``Lifespan`` reads it from the same signature
+once, in its snapshot, before any hook runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .errors import StartupError
 
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Hook", "Lifespan", "State", "check_callable", "check_hook", "hook_name", "is_async_callable"]
+__all__ = [
+    "Hook",
+    "Lifespan",
+    "State",
+    "check_callable",
+    "check_hook",
+    "hook_name",
+    "hook_takes_app",
+    "is_async_callable",
+]
 
 error_log = logging.getLogger("cyclehttp.error")
 
-Hook = Callable[["App"], Awaitable[None] | None]
-"""A startup or shutdown hook: ``def hook(app)`` or ``async def hook(app)``."""
+HookResult = Awaitable[None] | None
+Hook = Callable[["App"], HookResult] | Callable[[], HookResult]
+"""A startup or shutdown hook: ``def hook(app)`` or ``async def hook(app)``, ``def hook()`` or
+``async def hook()``."""
 
 Phase = Literal["startup", "shutdown"]
 
@@ -92,11 +115,56 @@ def check_callable(function: object, expected: str, arguments: int) -> None:
         raise TypeError(f"{expected}; {hook_name(function)} takes {shown}") from None
 
 
-def check_hook(hook: object, phase: Phase) -> None:
-    """Raise ``TypeError`` unless ``hook`` can be called as ``hook(app)``."""
-    check_callable(
-        hook, f"a {phase} hook is a function taking the app: def hook(app) or async def hook(app)", 1
+def hook_takes_app(hook: object, phase: Phase) -> bool:
+    """Whether ``hook`` is called as ``hook(app)`` (True) or ``hook()`` (False), from its signature.
+
+    One positional argument wins when both fit (``def hook(app=None)``,
+    ``def hook(*args)``): the app is what a hook that can take it wants.
+    Raises ``TypeError`` naming both accepted shapes when neither fits.
+    """
+    expected = (
+        f"a {phase} hook takes the app or nothing: def hook(app) / async def hook(app), "
+        "or def hook() / async def hook()"
     )
+    if not callable(hook):
+        raise TypeError(f"{expected}; got {hook!r}, which is not callable")
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # some builtins have none: called with the app, let the call decide
+        return True
+    for arguments in (1, 0):
+        try:
+            signature.bind(*([None] * arguments))
+        except TypeError:
+            continue
+        return arguments == 1
+    shown = str(signature.replace(return_annotation=inspect.Signature.empty))
+    raise TypeError(f"{expected}; {hook_name(hook)} takes {shown}")
+
+
+def check_hook(hook: object, phase: Phase) -> None:
+    """Raise ``TypeError`` unless ``hook`` can be called as ``hook(app)`` or ``hook()``: at declaration."""
+    hook_takes_app(hook, phase)
+
+
+class _Declared:
+    """A hook as it will be called: with the app or with nothing, decided from its signature."""
+
+    __slots__ = ("hook", "phase", "takes_app")
+
+    def __init__(self, phase: Phase, hook: Hook) -> None:
+        self.phase = phase
+        self.hook = hook
+        self.takes_app = hook_takes_app(hook, phase)
+
+    async def call(self, app: App) -> None:
+        """Call the hook the way its signature said, and await what it returns if that is awaitable."""
+        if self.takes_app:
+            result = cast(Callable[["App"], HookResult], self.hook)(app)
+        else:
+            result = cast(Callable[[], HookResult], self.hook)()
+        if inspect.isawaitable(result):
+            await result
 
 
 class Lifespan:
@@ -106,24 +174,45 @@ class Lifespan:
 
     def __init__(self, app: App, hooks: list[tuple[Phase, Hook]]) -> None:
         self._app = app
-        self._hooks = list(hooks)  # a snapshot: hooks declared after the start wait for the next
-        self._undo: list[Hook] | None = None  # the shutdown hooks to run, once start() returned
+        # A snapshot (hooks declared after the start wait for the next), each hook's
+        # shape read from its signature here, before any of them runs.
+        self._hooks = [_Declared(phase, hook) for phase, hook in hooks]
+        self._undo: list[_Declared] | None = None  # the shutdown hooks to run, once start() returned
 
-    async def start(self) -> None:
-        """Run the startup hooks in declaration order; on a failure undo and raise ``StartupError``."""
-        for position, (phase, hook) in enumerate(self._hooks):
-            if phase != "startup":
+    async def start(self, stop_requested: Callable[[], bool] | None = None) -> bool:
+        """Run the startup hooks in declaration order; on a failure undo and raise ``StartupError``.
+
+        Returns True when every startup hook ran. ``stop_requested`` (a stop
+        signal came) is asked before each hook: when it says True the start
+        ends there, undone like a failed one (the shutdown hooks declared before
+        the next hook run), and ``start`` returns False. Cancelled while a hook
+        runs (a second signal, for a hook that hangs): undone the same way, then
+        the ``CancelledError`` goes on.
+        """
+        for position, declared in enumerate(self._hooks):
+            if declared.phase != "startup":
                 continue
+            if stop_requested is not None and stop_requested():
+                await _run_shutdown(self._app, self._declared_before(position), after="a stop signal")
+                return False
             try:
-                await _call(hook, self._app)
+                await declared.call(self._app)
+            except asyncio.CancelledError:
+                name = hook_name(declared.hook)
+                error_log.warning("startup hook %s cancelled", name)
+                await _run_shutdown(self._app, self._declared_before(position), after=f"{name} was cancelled")
+                raise
             except Exception as exc:
-                name = hook_name(hook)
+                name = hook_name(declared.hook)
                 error_log.error("startup hook %s failed", name, exc_info=True)
-                await _run_shutdown(
-                    self._app, [h for p, h in self._hooks[:position] if p == "shutdown"], after=name
-                )
+                await _run_shutdown(self._app, self._declared_before(position), after=f"{name} failed")
                 raise StartupError(f"startup hook {name} failed: {type(exc).__name__}: {exc}") from exc
-        self._undo = [hook for phase, hook in self._hooks if phase == "shutdown"]
+        self._undo = [declared for declared in self._hooks if declared.phase == "shutdown"]
+        return True
+
+    def _declared_before(self, position: int) -> list[_Declared]:
+        """The shutdown hooks declared before hook ``position``: what undoes the hooks that ran."""
+        return [declared for declared in self._hooks[:position] if declared.phase == "shutdown"]
 
     async def stop(self) -> None:
         """Run the shutdown hooks, last declared first; only once, and only after ``start()`` succeeded."""
@@ -132,20 +221,14 @@ class Lifespan:
             await _run_shutdown(self._app, undo)
 
 
-async def _call(hook: Hook, app: App) -> None:
-    result = hook(app)
-    if inspect.isawaitable(result):
-        await result
-
-
-async def _run_shutdown(app: App, hooks: list[Hook], after: str | None = None) -> None:
-    for hook in reversed(hooks):
+async def _run_shutdown(app: App, hooks: list[_Declared], after: str | None = None) -> None:
+    for declared in reversed(hooks):
         try:
-            await _call(hook, app)
+            await declared.call(app)
         except Exception:
             error_log.error(
                 "shutdown hook %s failed%s",
-                hook_name(hook),
-                f" (while undoing the start after {after} failed)" if after else "",
+                hook_name(declared.hook),
+                f" (while undoing the start after {after})" if after else "",
                 exc_info=True,
             )

@@ -27,12 +27,29 @@ Theory of operation (the shape of uvicorn's reloader):
   crash) does not stop the reloader: its error is on stderr, the reloader
   says so and starts a new child at the next change, never before (no crash
   loop).
-* SIGINT or SIGTERM to the reloader: SIGTERM to the child, a wait of
-  ``graceful_timeout + STOP_GRACE`` seconds (a second signal: SIGKILL at
-  once), exit status 0. The child is in the reloader's process group, so a
-  terminal's Ctrl-C reaches it too; the reloader's SIGTERM is then its second
-  signal and it closes its connections at once, which is what Ctrl-C in
-  development means.
+* SIGINT or SIGTERM to the reloader: SIGTERM to the child (it drains its
+  requests in flight, ``graceful_timeout``), a wait of ``graceful_timeout +
+  STOP_GRACE`` seconds, then SIGKILL; exit status 0. A second signal is
+  passed on as a second SIGTERM, the child's own "force": it closes every
+  connection at once and still runs its shutdown hooks; SIGKILL follows if
+  it is not gone ``STOP_GRACE`` seconds later.
+* The child ignores SIGINT. It is in the reloader's process group, so a
+  terminal's Ctrl-C reaches both; if the child acted on it, the reloader's
+  SIGTERM would be its *second* signal and Ctrl-C would drop the requests in
+  flight instead of draining them. So only the reloader decides, as the
+  ``--workers`` supervisor does for its workers (``cyclehttp.workers``). The
+  child gets SIGINT ignored between fork and exec (``preexec_fn``): an ignored
+  signal stays ignored across ``exec``, Python then installs no
+  ``KeyboardInterrupt`` for it, and ``Server.serve`` leaves a SIGINT it finds
+  ignored alone. The child stays in the terminal's foreground process group
+  on purpose: a child in a group or session of its own could not read the
+  terminal (``breakpoint()`` in a handler would stop it with SIGTTIN, or
+  race the shell for input), would miss the terminal's hangup, and would
+  need its own guard against outliving the reloader. (``preexec_fn`` is
+  documented as unsafe with threads because arbitrary Python code may need
+  a lock another thread held at the fork; this one only sets a signal's
+  disposition (``sigaction``). The reloader's only other thread is the
+  watcher's, in Rust, when ``watchfiles`` is used.)
 """
 
 from __future__ import annotations
@@ -280,7 +297,9 @@ class Reloader:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        self.child = subprocess.Popen(self.command, pass_fds=(self.sock.fileno(),), env=self.env)
+        self.child = subprocess.Popen(
+            self.command, pass_fds=(self.sock.fileno(),), env=self.env, preexec_fn=_ignore_sigint
+        )
         self._reported_exit = False
         logger.debug("started the server (pid %d)", self.child.pid)
 
@@ -307,22 +326,27 @@ class Reloader:
             self._start()
 
     def _stop_child(self, timeout: float) -> None:
-        """SIGTERM the child and wait up to ``timeout`` seconds; SIGKILL it then (or on a new signal)."""
+        """SIGTERM the child and wait up to ``timeout`` seconds for its drain; SIGKILL it then.
+
+        A signal to the reloader meanwhile (the first one during a restart, a second one when
+        stopping) forces the stop: a second SIGTERM makes the child close its connections at
+        once and run its shutdown hooks, and it gets ``STOP_GRACE`` seconds for that.
+        """
         child = self.child
         if child is None or child.poll() is not None:
             return
-        signals = self.signals
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
+        signals = 1 if self.stop.is_set() else 0  # the signals this wait was started by
+        _terminate(child)
         deadline = time.monotonic() + timeout
+        forced = False
         while child.poll() is None:
+            if not forced and self.signals > signals:
+                logger.warning("signal received while the server drains: it closes its connections now")
+                _terminate(child)
+                forced = True
+                deadline = min(deadline, time.monotonic() + STOP_GRACE)
             if time.monotonic() >= deadline:
-                logger.warning(
-                    "the server (pid %d) still runs %g s after SIGTERM: killing it", child.pid, timeout
-                )
-                break
-            if self.signals > signals:  # a (second) signal while waiting: stop now
-                logger.warning("signal received: killing the server now")
+                logger.warning("the server (pid %d) is still running: killing it", child.pid)
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(0.1)
@@ -337,6 +361,16 @@ class Reloader:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
             child.wait()
+
+
+def _ignore_sigint() -> None:
+    """Run in the child between fork and exec: SIGINT ignored, which ``exec`` keeps (module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _terminate(child: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGTERM)
 
 
 def _why(status: int) -> str:

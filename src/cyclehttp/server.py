@@ -3,8 +3,9 @@
 ``Server`` runs one app on the running event loop: ``await server.start()``
 runs the app's startup hooks, then binds and serves; ``await server.shutdown()``
 drains and closes, then runs the shutdown hooks (``cyclehttp.lifecycle``). ``serve()``
-adds signal handling for a process that exists to serve (the CLI); test
-servers use ``start``/``shutdown`` and never touch signal handlers.
+adds signal handling for a process that exists to serve (the CLI, a worker), in
+place before the startup hooks run; test servers use ``start``/``shutdown`` and
+never touch signal handlers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,11 @@ class Server:
         return self._state
 
     @property
+    def started(self) -> bool:
+        """Whether ``start`` got as far as accepting connections (still True after ``shutdown``)."""
+        return self._state is not None
+
+    @property
     def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(sock for server in self._servers for sock in server.sockets)
 
@@ -125,23 +131,43 @@ class Server:
         hooks declared before the failed hook have run. When binding fails after the
         hooks ran, the shutdown hooks run before the error propagates.
         """
-        if sock is not None and socks is not None:
-            raise ValueError("pass sock= or socks=, not both")
-        listening = [sock] if sock is not None else list(socks) if socks is not None else None
-        if listening is not None and not listening:
-            raise ValueError("socks= is empty: nothing to listen on")
-        loop = asyncio.get_running_loop()
+        listening = _listening(sock, socks)
+        state = self._prepare()
+        await self._start_hooks()
+        await self._open(state, host, port, listening, backlog)
+
+    def _prepare(self) -> ServerState:
+        """Compile the routes and make the state the connections share: what can fail before a hook runs."""
         router = self.app.compile()
         metrics_path = self.config.metrics_path or self.app.metrics_path
         if metrics_path is not None:
             router.add_internal(metrics_path, HandlerTarget(self._metrics_page))
         self.stats.attach(router)
         self.app._attach_stats(self.stats)
-        state = ServerState(router, self.config, self.stats, loop, self.app)
-        if self.run_hooks:
-            lifespan = self.app.lifespan()
-            await lifespan.start()  # raises StartupError, having undone what it did
-            self._lifespan = lifespan
+        return ServerState(router, self.config, self.stats, asyncio.get_running_loop(), self.app)
+
+    async def _start_hooks(self, stop_requested: Callable[[], bool] | None = None) -> bool:
+        """The app's startup hooks, unless ``run_hooks`` is False; ``_stop_hooks`` undoes them.
+
+        False when ``stop_requested`` ended the start between two hooks (undone already).
+        """
+        if not self.run_hooks:
+            return True
+        lifespan = self.app.lifespan()
+        if not await lifespan.start(stop_requested):  # raises StartupError, having undone what it did
+            return False
+        self._lifespan = lifespan
+        return True
+
+    async def _open(
+        self,
+        state: ServerState,
+        host: str,
+        port: int,
+        listening: list[socket.socket] | None,
+        backlog: int,
+    ) -> None:
+        """Start accepting connections and the once-a-second tick; a failure runs the shutdown hooks."""
         self._state = state
         try:
             await self._listen(state, host, port, listening, backlog)
@@ -153,8 +179,8 @@ class Server:
             await self._stop_hooks()
             raise
         DATE.refresh()
-        router.refresh()
-        self._schedule_tick(loop)
+        state.router.refresh()
+        self._schedule_tick(state.loop)
 
     async def _listen(
         self,
@@ -273,38 +299,106 @@ class Server:
         sock: socket.socket | None = None,
         socks: Sequence[socket.socket] | None = None,
         backlog: int = 2048,
+        announce: bool = True,
     ) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully (a second signal forces it).
 
         ``sock``/``socks``/``backlog`` as in ``start``. The sockets are not closed here:
         whoever opened them closes them (``listeners.close_listeners``).
+
+        The signal handlers are in place before the startup hooks run, so a signal during a
+        slow start (a database that takes its time) is a stop like any other, not a kill that
+        would skip the shutdown hooks: the running startup hook finishes, no later one starts,
+        nothing is accepted, the shutdown hooks of the hooks that ran run and ``serve``
+        returns normally. Cancelling the running hook instead would leave what it half made
+        with no shutdown hook to undo it. A second signal during the startup hooks does cancel
+        the running one (``CancelledError`` in it), for a hook that hangs; the hooks that
+        finished before it are undone all the same.
+
+        SIGINT is left alone when the process started with it ignored: a ``--workers``
+        worker and a ``--reload`` child are made that way (Ctrl-C in a terminal reaches the
+        whole process group, and their parent decides), and so is a command that a script
+        starts in the background with ``&``. SIGTERM is always handled: it is how process
+        managers stop a server.
+
+        ``announce=False`` (a worker, whose supervisor speaks for all of them) leaves out the
+        start-up line and the exit summary and logs the first signal at debug level.
         """
+        listening = _listening(sock, socks)
+        state = self._prepare()
         loop = asyncio.get_running_loop()
-        await self.start(host, port, sock=sock, socks=socks, backlog=backlog)
+        say = logger.info if announce else logger.debug
         stop = asyncio.Event()
         signals_seen = 0
+        starting: asyncio.Task[bool] | None = None
 
         def on_signal(signum: int) -> None:
             nonlocal signals_seen
             signals_seen += 1
+            name = signal.Signals(signum).name
+            hooks = starting if starting is not None and not starting.done() else None
             if signals_seen == 1:
-                logger.info("%s received, shutting down", signal.Signals(signum).name)
                 stop.set()
-            else:
+                if hooks is not None:
+                    logger.info(
+                        "%s received during startup: stopping once the running startup hook is done "
+                        "(a second signal cancels it)",
+                        name,
+                    )
+                else:
+                    say("%s received, shutting down", name)
+            elif hooks is not None:
+                logger.warning("second signal during startup: cancelling the startup hooks")
+                hooks.cancel()
+            elif self._state is not None:
                 logger.warning("second signal: closing every connection now")
-                for connection in list(self.state.connections):
+                for connection in list(self._state.connections):
                     connection._abort()
+            else:  # stopped during startup: nothing was served, the shutdown hooks run
+                logger.warning("second signal: nothing to close; the shutdown hooks finish first")
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        handled = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            handled.insert(0, signal.SIGINT)
+        for signum in handled:
             loop.add_signal_handler(signum, on_signal, signum)
-        logger.info("%s", startup_line(self.sockets, self.config))
         try:
-            await stop.wait()
-            await self.shutdown()
+            starting = asyncio.create_task(self._start_hooks(stop.is_set))
+            try:
+                await asyncio.wait((starting,))
+            finally:
+                starting.cancel()  # only when serve itself is cancelled: a no-op once the hooks are done
+            if starting.cancelled():
+                logger.warning("startup cancelled: nothing was served; the hooks that ran are undone")
+            elif not starting.result():  # StartupError: the failed hook undid the start already
+                logger.info("startup stopped: nothing was served; the hooks that ran are undone")
+            else:
+                if stop.is_set():  # the signal came after the last hook
+                    logger.info("startup done: not serving; running the shutdown hooks")
+                    await self._stop_hooks()
+                else:
+                    await self._open(state, host, port, listening, backlog)
+                    if not stop.is_set():
+                        say("%s", startup_line(self.sockets, self.config))
+                    await stop.wait()
+                    await self.shutdown()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in handled:
                 loop.remove_signal_handler(signum)
-        logger.info("%s", summary(self.stats.snapshot()))
+        if announce:
+            logger.info("%s", summary(self.stats.snapshot()))
+
+
+def _listening(
+    sock: socket.socket | None, socks: Sequence[socket.socket] | None
+) -> list[socket.socket] | None:
+    """The sockets ``sock``/``socks`` name, or None for ``host``/``port``; ``ValueError`` for a bad mix."""
+    if sock is not None and socks is not None:
+        raise ValueError("pass sock= or socks=, not both")
+    listening = [sock] if sock is not None else list(socks) if socks is not None else None
+    if listening is not None and not listening:
+        raise ValueError("socks= is empty: nothing to listen on")
+    return listening
 
 
 def summary(snapshot: StatsSnapshot) -> str:

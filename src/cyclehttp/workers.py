@@ -31,7 +31,10 @@ Theory of operation:
 * Every worker runs the app's startup hooks before it serves and its
   shutdown hooks after its drain (``cyclehttp.lifecycle``); a startup hook
   that raises makes the worker exit with ``WORKER_BOOT_ERROR``, and the
-  supervisor stops with status 1 instead of restarting it.
+  supervisor stops with status 1 instead of restarting it. A worker is a
+  ``Server.serve`` (``announce=False``), which handles SIGTERM from before
+  the startup hooks run: a stop that comes while they run lets them finish,
+  serves nothing, and still runs the shutdown hooks.
 * Workers die with the supervisor (``PR_SET_PDEATHSIG``: SIGTERM, so they
   drain) instead of serving on as orphans.
 * Figures: the supervisor maps a :class:`~cyclehttp.sharedstats.SharedStats`
@@ -41,7 +44,6 @@ Theory of operation:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -326,37 +328,27 @@ def _die_with(supervisor: int) -> None:
 async def _serve_worker(
     app: App, config: Config, worker: _Worker, backlog: int, slot: WorkerSlot | None
 ) -> int:
-    """A worker's life: serve until SIGTERM (a second one aborts the connections), then drain."""
+    """A worker's life: ``Server.serve`` until SIGTERM (a second one aborts the connections).
+
+    ``serve`` handles SIGTERM from before the startup hooks run, so a stop that comes while
+    they run still ends with the shutdown hooks; it leaves SIGINT ignored, as ``_worker_main``
+    set it. Returns the exit status: ``WORKER_BOOT_ERROR`` when the worker never served.
+    """
     from .server import Server, StartupError, summary
 
-    loop = asyncio.get_running_loop()
     server = Server(app, config)
     server.worker = slot
+    logger.debug("worker %d (pid %d) starting", worker.index, os.getpid())
     try:
-        await server.start(socks=worker.socks, backlog=backlog)  # runs the app's startup hooks
+        await server.serve(socks=worker.socks, backlog=backlog, announce=False)
     except StartupError as exc:  # the hook's traceback is logged already
         logger.error("worker %d (pid %d) cannot serve: %s", worker.index, os.getpid(), exc)
         return WORKER_BOOT_ERROR
     except Exception:
+        if server.started:
+            raise  # a failure while serving or draining: _worker_main logs it, status 1
         logger.exception("worker %d (pid %d) cannot serve", worker.index, os.getpid())
         return WORKER_BOOT_ERROR
-    stop = asyncio.Event()
-    seen = 0
-
-    def on_sigterm() -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 1:
-            stop.set()
-        else:
-            for connection in list(server.state.connections):
-                connection._abort()
-
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    logger.debug("worker %d (pid %d) serving", worker.index, os.getpid())
-    await stop.wait()
-    await server.shutdown()  # and then the app's shutdown hooks
-    loop.remove_signal_handler(signal.SIGTERM)
     logger.debug("worker %d (pid %d): %s", worker.index, os.getpid(), summary(server.stats.snapshot()))
     return 0
 
