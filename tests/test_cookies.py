@@ -97,6 +97,41 @@ def test_set_cookie_header_defaults_and_attributes() -> None:
     assert set_cookie_header("a", "1", samesite="strict").endswith("SameSite=Strict")
 
 
+@pytest.mark.parametrize(
+    ("samesite", "attribute"),
+    [
+        ("Lax", "SameSite=Lax"),  # the canonical spelling (RFC 6265bis, Flask's docs)
+        ("lax", "SameSite=Lax"),
+        ("LAX", "SameSite=Lax"),
+        ("lAx", "SameSite=Lax"),
+        ("Strict", "SameSite=Strict"),
+        ("STRICT", "SameSite=Strict"),
+        ("None", "SameSite=None"),  # the string, not Python's None
+        ("NONE", "SameSite=None"),
+        ("none", "SameSite=None"),
+    ],
+)
+def test_samesite_is_accepted_in_any_case_and_written_canonically(samesite: str, attribute: str) -> None:
+    header = set_cookie_header("sid", "abc", secure=True, samesite=samesite)  # type: ignore[arg-type]
+    assert header == f"sid=abc; Path=/; Secure; {attribute}"
+    response = Response.text("x").set_cookie("sid", "abc", secure=True, samesite=samesite)  # type: ignore[arg-type]
+    assert ("Set-Cookie", header) in response.headers
+
+
+@pytest.mark.parametrize("samesite", ["sometimes", "", "Lax ", "lax;", "SameSite=Lax", "Laxx", True, 1])
+def test_an_unknown_samesite_is_refused_naming_the_choices(samesite: object) -> None:
+    with pytest.raises(ValueError, match=r"samesite must be 'Lax', 'Strict' or 'None'") as caught:
+        set_cookie_header("a", "1", secure=True, samesite=samesite)  # type: ignore[arg-type]
+    assert repr(samesite) in str(caught.value)
+
+
+@pytest.mark.parametrize("samesite", ["None", "NONE", "none"])
+def test_samesite_none_in_any_case_still_needs_secure(samesite: str) -> None:
+    with pytest.raises(ValueError, match=r"needs secure=True") as caught:
+        set_cookie_header("a", "1", samesite=samesite)  # type: ignore[arg-type]
+    assert repr(samesite) in str(caught.value)
+
+
 def test_set_cookie_expires() -> None:
     when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
     assert "Expires=Wed, 02 Jan 2030 01:04:05 GMT" in set_cookie_header("a", "1", expires=when)
@@ -147,9 +182,9 @@ def test_set_cookie_refuses_injection(kwargs: dict[str, object]) -> None:
         Response.text("x").set_cookie(name, value, **kwargs)  # type: ignore[arg-type]
 
 
-def test_response_set_cookie_returns_a_new_response() -> None:
+def test_response_with_cookie_returns_a_new_response() -> None:
     original = Response.text("hi", headers={"X-A": "1"})
-    response = original.set_cookie("a", "1").set_cookie("b", "2", httponly=True)
+    response = original.with_cookie("a", "1").with_cookie("b", "2", httponly=True)
     assert original.headers == (("Content-Type", "text/plain; charset=utf-8"), ("X-A", "1"))
     assert [v for n, v in response.headers if n == "Set-Cookie"] == [
         "a=1; Path=/; SameSite=Lax",

@@ -267,6 +267,37 @@ class HandlerBoom(RuntimeError):
     pass
 
 
+class HandlerOwnBaseException(BaseException):
+    """Not an Exception, nor SystemExit or KeyboardInterrupt (as a test framework's failures are)."""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_handler_raising_a_base_exception_aborts_its_connection_only(
+    cyclehttp_server, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    def leave(request: Request) -> str:
+        raise HandlerOwnBaseException("not an Exception")
+
+    async def leave_async(request: Request) -> str:
+        await asyncio.sleep(0)
+        raise HandlerOwnBaseException("not an Exception")
+
+    server = await cyclehttp_server(
+        App([("GET", "/leave", leave if kind == "sync" else leave_async), ("GET", "/n/{i:int}", number)])
+    )
+    caplog.set_level(logging.DEBUG)
+    async with await server.raw() as conn:
+        await conn.send(get("/leave") + get("/n/1"))
+        assert await conn.is_closed_by_peer(timeout=5.0)  # aborted, never left waiting
+    async with await server.raw() as other:
+        await other.send(get("/n/2"))
+        assert (await other.read_response()).body == b"2"
+    await asyncio.sleep(0.05)  # a stray "exception was never retrieved" would come now
+    records = error_records(caplog, HandlerOwnBaseException)
+    assert [(r.name, r.levelno) for r in records] == [("cyclehttp.error", logging.ERROR)]
+    assert server.stats.handler_exceptions == 1
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_failing_handler_is_logged_once_answered_500_and_the_connection_goes_on(
     cyclehttp_server, caplog: pytest.LogCaptureFixture, kind: str

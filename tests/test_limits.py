@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import resource
+import socket
 
 import pytest
 
@@ -181,6 +182,66 @@ async def test_connections_over_the_limit_get_503_and_the_others_are_served(cycl
         await second.close()
 
 
+async def never_reading_client(port: int, request: bytes) -> socket.socket:
+    """A client that sends ``request`` and never reads: a tiny receive buffer, so the answer stalls."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+    await asyncio.wait_for(loop.sock_sendall(sock, request), 5)
+    return sock
+
+
+async def served_fresh(server: TestServer) -> int:
+    """The status a fresh client gets for GET / (a 503 while every slot is taken)."""
+    async with await server.raw() as conn:
+        await conn.send(GET_ROOT)
+        return (await conn.read_response()).status
+
+
+async def test_clients_that_never_read_cannot_keep_a_fresh_client_out(cyclehttp_server) -> None:
+    """send_timeout: a client leaving its answer unread loses its connection, and its slot."""
+    big = Response(b"x" * (4 * 1024 * 1024))
+    server = await cyclehttp_server(
+        App([*ROUTES, ("GET", "/big", big)]), max_connections=50, send_timeout=0.5
+    )
+    stalled = [
+        await never_reading_client(server.port, b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n") for _ in range(50)
+    ]
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while server.stats.connections_open < 50:  # every slot taken
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        assert await served_fresh(server) == 503
+        while (status := await served_fresh(server)) != 200:  # the send timeout frees the slots
+            assert status == 503
+            assert asyncio.get_running_loop().time() < deadline, "the stalled clients kept every slot"
+            await asyncio.sleep(0.1)
+        while server.stats.timeouts["send_timeout"] < 50:  # and every one of them is let go
+            assert asyncio.get_running_loop().time() < deadline, server.stats.timeouts
+            await asyncio.sleep(0.1)
+        while server.stats.connections_open:  # the last fresh client's close may still be on its way
+            assert asyncio.get_running_loop().time() < deadline, server.stats.connections_open
+            await asyncio.sleep(0.01)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+async def test_a_slow_but_reading_client_is_not_cut_off(cyclehttp_server) -> None:
+    """The timer runs while the client reads nothing at all, not for the whole answer."""
+    big = Response(b"y" * (4 * 1024 * 1024))
+    server = await cyclehttp_server(App([("GET", "/big", big)]), send_timeout=0.5)
+    async with await server.raw() as conn:
+        await conn.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        await asyncio.sleep(0.3)  # not reading yet, under the timeout
+        response = await conn.read_response(timeout=10)
+    assert response.status == 200 and len(response.body) == 4 * 1024 * 1024
+    assert server.stats.timeouts["send_timeout"] == 0
+
+
 # Each stalled connection holds two descriptors in this process (client and server side).
 STALLED = min(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100) // 2)
 
@@ -201,7 +262,14 @@ async def test_many_stalled_connections_do_not_delay_a_fresh_request(cyclehttp_s
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_header_size", 0), ("max_body_size", -1), ("header_timeout", 0), ("keep_alive_timeout", "x")],
+    [
+        ("max_header_size", 0),
+        ("max_body_size", -1),
+        ("header_timeout", 0),
+        ("keep_alive_timeout", "x"),
+        ("send_timeout", 0),
+        ("send_timeout", -1.0),
+    ],
 )
 async def test_bad_limit_is_a_clear_error(cyclehttp_server, option: str, value: object) -> None:
     with pytest.raises(ValueError, match=option):

@@ -54,6 +54,8 @@ def test_hello_routes() -> None:
     builtin = text.split("built-in:\n", 1)[1]
     assert builtin.count("built-in 405") == 6
     assert "built-in 405, Allow: POST" in builtin
+    # OPTIONS * (RFC 9112 section 3.2.4): every method served, answered without a lookup
+    assert "built-in 200, Allow: GET, HEAD, OPTIONS," in row(builtin, "*")
     assert builtin.rstrip().splitlines()[-1].split()[0] == "0"
     assert "404 Not Found" in builtin.rstrip().splitlines()[-1]
     # user rows by index: 1 .. 6

@@ -223,33 +223,38 @@ class App:
         return plan
 
     def on_startup(self, hook: H) -> H:
-        """Decorator: run ``hook(app)`` (sync or ``async``) in every serving process, before it
-        accepts its first connection, in declaration order.
+        """Decorator: run ``hook(app)`` or ``hook()`` (sync or ``async``) in every serving
+        process, before it accepts its first connection, in declaration order.
 
-        A hook that raises stops that start: ``Server.start`` raises ``StartupError``
-        (the CLI exits non-zero). Raises ``TypeError`` now when ``hook`` cannot be
-        called as ``hook(app)``.
+        The hook's signature says which: one that can take one positional argument
+        gets the app (aiohttp's shape), else one that takes none is called with
+        nothing (Starlette's and FastAPI's). A hook that raises stops that start:
+        ``Server.start`` raises ``StartupError`` (the CLI exits non-zero). Raises
+        ``TypeError`` now when ``hook`` can be called neither as ``hook(app)`` nor
+        as ``hook()``.
         """
         self.add_startup(hook)
         return hook
 
     def on_shutdown(self, hook: H) -> H:
-        """Decorator: run ``hook(app)`` (sync or ``async``) in every serving process after its
-        last connection is drained; the last declared runs first.
+        """Decorator: run ``hook(app)`` or ``hook()`` (sync or ``async``) in every serving
+        process after its last connection is drained; the last declared runs first.
 
-        A hook that raises is logged on ``cyclehttp.error`` and the others still run.
-        When a startup hook fails, the shutdown hooks declared before it run.
+        Called with the app or with nothing as for ``on_startup`` (from the
+        signature), and a ``TypeError`` now when it fits neither. A hook that raises
+        is logged on ``cyclehttp.error`` and the others still run. When a startup
+        hook fails, the shutdown hooks declared before it run.
         """
         self.add_shutdown(hook)
         return hook
 
     def add_startup(self, hook: Hook) -> None:
-        """``app.on_startup`` without the decorator."""
+        """``app.on_startup`` without the decorator: ``hook(app)`` or ``hook()``, sync or ``async``."""
         check_hook(hook, "startup")
         self._hooks.append(("startup", hook))
 
     def add_shutdown(self, hook: Hook) -> None:
-        """``app.on_shutdown`` without the decorator."""
+        """``app.on_shutdown`` without the decorator: ``hook(app)`` or ``hook()``, sync or ``async``."""
         check_hook(hook, "shutdown")
         self._hooks.append(("shutdown", hook))
 
@@ -297,8 +302,10 @@ class App:
 
         ``response`` is the ``Response`` about to be sent (the handler's result
         turned into one; streams and files skip the hooks); the hook returns a
-        new one (``response.with_headers({...})``) or None to keep it. After
-        hooks run in declaration order, each on the previous one's response.
+        new one (``response.with_headers({...})``) or None to keep it, changed or
+        not (``response.set_cookie(...)``; a shared response is copied before the
+        hooks get it). After hooks run in declaration order, each on the previous
+        one's response.
         """
         check_callable(
             hook,

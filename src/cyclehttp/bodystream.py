@@ -19,7 +19,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from .request import Request
+from .request import Headers, Request
 
 if TYPE_CHECKING:
     from .proxy import ProxyContext
@@ -38,7 +38,17 @@ class BodyStream:
     handler first asks for the body (``Expect: 100-continue`` is answered then).
     """
 
-    __slots__ = ("_buffered", "_chunks", "_protocol", "_started", "_waiter", "complete", "error", "received")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_protocol",
+        "_started",
+        "_waiter",
+        "complete",
+        "error",
+        "received",
+        "trailers",
+    )
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
@@ -51,6 +61,8 @@ class BodyStream:
         self.error: BaseException | None = None
         """Why the body will not arrive whole; raised to the reader."""
         self.received = 0
+        self.trailers: list[tuple[bytes, bytes]] = []
+        """The trailer fields of a chunked body, once it is ``complete``."""
 
     # -- the protocol's side ---------------------------------------------------
 
@@ -63,8 +75,10 @@ class BodyStream:
             self._protocol.pause_body()
         self._wake()
 
-    def finish(self) -> None:
-        """The parser reached the end of the body."""
+    def finish(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """The parser reached the end of the body (and of its trailer section, if any)."""
+        if trailers is not None:
+            self.trailers = trailers
         self.complete = True
         self._wake()
 
@@ -176,6 +190,20 @@ class StreamingRequest(Request):
         the handler returns) or ``ClientDisconnected`` (the client left).
         """
         return self._stream
+
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields, once the whole body is read; ``RuntimeError`` before.
+
+        Trailers come after the body, so they exist only when it has arrived:
+        read it first (``await request.read()`` or ``request.stream()`` to its end).
+        """
+        if not self._stream.complete:
+            raise RuntimeError(
+                "request.trailers come after the body on a stream_body route: read the body first "
+                "('await request.read()' or 'async for chunk in request.stream()')"
+            )
+        return Headers(self._stream.trailers)
 
     async def read(self) -> bytes:
         """The rest of the body, whole (at most ``max_body_size`` bytes); also sets ``request.body``."""

@@ -46,6 +46,7 @@ OPTION_HELP = {
     "header_timeout": "seconds from a request's first byte to its last header, beyond: 408",
     "body_timeout": "longest silence inside a request body, beyond: 408",
     "keep_alive_timeout": "seconds an idle connection is kept open",
+    "send_timeout": "seconds a client may leave an answer unread before its connection is aborted",
     "max_connections": "open connections, beyond: 503 and close",
     "timing": "time requests and handlers (connections are always timed)",
     "access_log": "log one line per response to the cyclehttp.access logger (stdout)",

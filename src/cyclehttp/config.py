@@ -33,6 +33,11 @@ DEFAULT_BODY_TIMEOUT: Final = 30.0
 # (sanic #2531, which raised sanic's default from 5 s to 120 s).
 DEFAULT_KEEP_ALIVE_TIMEOUT: Final = 75.0
 
+# A connection whose client has not read for this long while the server has an answer
+# waiting for it (the transport paused for writing all along) is aborted: it would hold
+# its max_connections slot forever. nginx's send_timeout is 60 s.
+DEFAULT_SEND_TIMEOUT: Final = 60.0
+
 # Connections beyond this are answered 503 and closed at once (uvicorn's
 # --limit-concurrency does the same). Each open connection costs a file
 # descriptor: keep it below `ulimit -n`.
@@ -85,7 +90,9 @@ class Config:
     connection closed. ``header_timeout``: seconds from a request's first
     byte to the end of its headers (408). ``body_timeout``: longest silence
     inside a body (408). ``keep_alive_timeout``: seconds an idle connection
-    is kept. ``max_connections``: open connections; more are answered 503.
+    is kept. ``send_timeout``: seconds a client may leave an answer unread (the
+    server's writes paused all along) before its connection is aborted.
+    ``max_connections``: open connections; more are answered 503.
     ``timing``: time every request and handler (the cost is measured in
     benchmarks/; connection timing and counters stay on without it).
     ``access_log``: log one line per response to ``cyclehttp.access``.
@@ -113,6 +120,7 @@ class Config:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     timing: bool = True
     access_log: bool = False
@@ -143,11 +151,17 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("graceful_timeout", "header_timeout", "body_timeout", "keep_alive_timeout"):
+        for name in (
+            "graceful_timeout",
+            "header_timeout",
+            "body_timeout",
+            "keep_alive_timeout",
+            "send_timeout",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be seconds >= 0, got {value!r}")
-        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "send_timeout"):
             if getattr(self, name) == 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
         for name in ("timing", "access_log", "proxy_headers", "debug"):

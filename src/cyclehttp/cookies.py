@@ -38,7 +38,12 @@ _COOKIE_VALUE_RE: Final = re.compile(
 # Path and Domain attribute values: any CHAR except CTLs or ";" (RFC 6265 section 4.1.1)
 _ATTRIBUTE_VALUE_RE: Final = re.compile(r"[\x20-\x3a\x3c-\x7e]*")
 
-SameSite = Literal["lax", "strict", "none"]
+# The SameSite attribute's values (RFC 6265bis section 4.1.2.7) are case-insensitive: "Lax" is
+# the canonical spelling (the draft's, Flask's docs), "lax" this module's default. The type
+# admits the three usual spellings of each; set_cookie_header accepts any case at run time.
+SameSite = Literal["lax", "strict", "none", "Lax", "Strict", "None", "LAX", "STRICT", "NONE"]
+# Lower-cased value -> the attribute as written in Set-Cookie.
+_SAMESITE_ATTRIBUTES: Final = {"lax": "SameSite=Lax", "strict": "SameSite=Strict", "none": "SameSite=None"}
 
 
 def parse_cookie_header(values: list[str], max_pairs: int = MAX_COOKIE_PAIRS) -> dict[str, str]:
@@ -97,10 +102,13 @@ def set_cookie_header(
     """The value of a ``Set-Cookie`` header (RFC 6265 section 4.1), validated.
 
     ``expires`` is an aware ``datetime`` or a number of seconds from now.
-    ``samesite="none"`` needs ``secure=True`` (browsers drop the cookie
-    otherwise), and so does ``partitioned`` (CHIPS). Raises ``ValueError`` for
-    a name that is not a token, a value outside cookie-octets, or a path or
-    domain with ``;`` or control characters.
+    ``samesite`` is ``"lax"``, ``"strict"`` or ``"none"`` in any case
+    (``"Lax"``, ``"STRICT"``...), written ``SameSite=Lax``/``Strict``/``None``;
+    the Python ``None`` leaves the attribute out. ``samesite="none"`` needs
+    ``secure=True`` (browsers drop the cookie otherwise), and so does
+    ``partitioned`` (CHIPS). Raises ``ValueError`` for a name that is not a
+    token, a value outside cookie-octets, a path or domain with ``;`` or
+    control characters, or another ``samesite``.
     """
     if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
         raise ValueError(f"invalid cookie name {name!r}: use letters, digits and !#$%&'*+-.^_`|~")
@@ -129,11 +137,18 @@ def set_cookie_header(
     if httponly:
         parts.append("HttpOnly")
     if samesite is not None:
-        if samesite not in ("lax", "strict", "none"):
-            raise ValueError(f"samesite must be 'lax', 'strict', 'none' or None, got {samesite!r}")
-        if samesite == "none" and not secure:
-            raise ValueError("samesite='none' needs secure=True: browsers reject it otherwise")
-        parts.append(f"SameSite={samesite.capitalize()}")
+        attribute = _SAMESITE_ATTRIBUTES.get(samesite.lower()) if isinstance(samesite, str) else None
+        if attribute is None:
+            raise ValueError(
+                "samesite must be 'Lax', 'Strict' or 'None' (a string, in any case), or None to leave "
+                f"the attribute out; got {samesite!r}"
+            )
+        if attribute == "SameSite=None" and not secure:
+            raise ValueError(
+                f"samesite={samesite!r} needs secure=True: browsers reject a SameSite=None cookie "
+                "that is not Secure"
+            )
+        parts.append(attribute)
     if partitioned:
         if not secure:
             raise ValueError("partitioned cookies need secure=True")

@@ -39,11 +39,12 @@ import os
 import re
 import stat
 import time
-from email.utils import formatdate, mktime_tz, parsedate_tz
+from email.utils import formatdate
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, Final
 from urllib.parse import quote
 
+from .ranges import UNSATISFIABLE, http_date_seconds, if_range_matches, parse_range
 from .response import (
     CONNECTION_LINES,
     DATE,
@@ -56,7 +57,7 @@ from .streaming import BodySender, BodySink, LongResponse, header_block, render_
 if TYPE_CHECKING:
     from .request import Request
 
-__all__ = ["INLINE_LIMIT", "FileResponse", "guess_content_type", "parse_range"]
+__all__ = ["INLINE_LIMIT", "UNSATISFIABLE", "FileResponse", "guess_content_type", "parse_range"]
 
 # Bodies up to this size are read in the handler's turn and written with the head
 # (one write, no task); larger ones are sent by a task, paced by the client.
@@ -73,18 +74,7 @@ _ENCODED_TYPES: Final = {
 }
 _CHARSET_TYPES: Final = frozenset({"application/javascript", "application/x-javascript"})
 
-# RFC 9110 section 14.1.1: ranges-specifier = range-unit "=" range-set. Only a
-# set holding exactly one range-spec (empty list elements allowed) matches; the
-# pattern is anchored and has no nested repetition, so a 10,000-range header is
-# refused in one linear scan, building nothing.
-_ONE_RANGE: Final = re.compile(r"bytes=[ \t,]*(\d*)-(\d*)[ \t,]*", re.IGNORECASE | re.ASCII)
 _ENTITY_TAG: Final = re.compile(r'(?:W/)?("[^"]*")')
-# Longer numbers than this are past any file's end (and int() refuses over 4300 digits).
-_MAX_DIGITS: Final = 18
-_HUGE: Final = 10**19
-
-UNSATISFIABLE: Final = (-1, -1)
-"""``parse_range``'s answer for a range that starts past the end (416)."""
 
 
 def guess_content_type(path: str) -> str:
@@ -97,48 +87,6 @@ def guess_content_type(path: str) -> str:
     if kind.startswith("text/") or kind in _CHARSET_TYPES:
         return f"{kind}; charset=utf-8"
     return kind
-
-
-def _number(digits: str) -> int:
-    digits = digits.lstrip("0")
-    if len(digits) > _MAX_DIGITS:
-        return _HUGE
-    return int(digits) if digits else 0
-
-
-def parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """The one byte range ``value`` asks of a ``size``-byte body: ``(first, last)`` inclusive.
-
-    None when the header is to be ignored (malformed, several ranges, last < first);
-    ``UNSATISFIABLE`` when it starts at or past the end, or is an empty suffix.
-    """
-    match = _ONE_RANGE.fullmatch(value.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first:
-        if not last:
-            return None
-        suffix = _number(last)
-        if suffix == 0 or size == 0:
-            return UNSATISFIABLE
-        return max(0, size - suffix), size - 1
-    start = _number(first)
-    end = _number(last) if last else _HUGE
-    if end < start:
-        return None
-    if start >= size:
-        return UNSATISFIABLE
-    return start, min(end, size - 1)
-
-
-def _http_date(value: str) -> int | None:
-    """Seconds since the epoch of an HTTP date (any of RFC 9110's three forms), None if invalid."""
-    try:
-        parsed = parsedate_tz(value)
-        return None if parsed is None else int(mktime_tz(parsed))
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
 
 
 def _content_disposition(filename: str) -> str:
@@ -226,7 +174,7 @@ class FileResponse(LongResponse):
         since = headers.get("if-modified-since")
         if since is None:
             return False
-        date = _http_date(since)
+        date = http_date_seconds(since)
         # A date in the future is invalid (RFC 9110 section 13.1.3): ignore it.
         return date is not None and date <= time.time() and self.mtime <= date
 
@@ -236,13 +184,8 @@ class FileResponse(LongResponse):
         if len(ranges) != 1:
             return None
         if_range = headers.get("if-range")
-        if if_range is not None:
-            if_range = if_range.strip()
-            if if_range.startswith(('"', "W/")):
-                if if_range != self.etag:  # strong comparison: a weak tag never matches
-                    return None
-            elif _http_date(if_range) != self.mtime:
-                return None
+        if if_range is not None and not if_range_matches(if_range, self.etag, self.mtime):
+            return None
         return parse_range(ranges[0], self.size)
 
     def start(self, request: Request, mode: int, head: bool) -> tuple[bytes, int, BodySender | None]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPECTATION_FAILED",
     "LIMITS",
+    "METHOD_NOT_IMPLEMENTED",
     "PARSE_ERROR",
     "STATUS_CLASSES",
     "TIMEOUTS",
@@ -41,11 +42,13 @@ __all__ = [
 ]
 
 # Why a request was refused: a Config field for a limit or a timeout, a parse error,
-# or an expectation other than 100-continue (417: well-formed, counted as refused only).
+# an expectation other than 100-continue (417) or a method llhttp does not know (501):
+# well-formed requests, counted as refused only.
 PARSE_ERROR: Final = "parse"
 EXPECTATION_FAILED: Final = "expectation"
+METHOD_NOT_IMPLEMENTED: Final = "method"
 LIMITS: Final = ("max_header_size", "max_url_length", "max_body_size", "max_connections")
-TIMEOUTS: Final = ("header_timeout", "body_timeout", "keep_alive_timeout")
+TIMEOUTS: Final = ("header_timeout", "body_timeout", "keep_alive_timeout", "send_timeout")
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 # Route labels of the answers that belong to no declared route.
@@ -184,7 +187,8 @@ class Stats:
         """Count one error answer to bad input.
 
         ``reason`` is a Config field (a limit or a timeout), ``PARSE_ERROR``, or
-        ``EXPECTATION_FAILED``, which counts in the status classes only.
+        ``EXPECTATION_FAILED`` or ``METHOD_NOT_IMPLEMENTED`` (well-formed requests
+        the server does not serve: 417, 501), which count in the status classes only.
         """
         self.rejected[status // 100] += 1
         if reason in self.limit_hits:

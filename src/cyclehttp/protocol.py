@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import traceback
 from collections import deque
 from time import monotonic_ns
@@ -71,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Final
 from httptools import (
     HttpParserCallbackError,
     HttpParserError,
+    HttpParserInvalidMethodError,
     HttpParserUpgrade,
     HttpRequestParser,
     parse_url,
@@ -80,7 +82,7 @@ from .bodystream import STREAM_BUFFER, BodyStream, StreamingRequest
 from .errorhandlers import default_error_response
 from .errors import ClientDisconnected, HTTPError
 from .histogram import FAST_INDEX, FAST_SHIFT
-from .metrics import EXPECTATION_FAILED, PARSE_ERROR
+from .metrics import EXPECTATION_FAILED, METHOD_NOT_IMPLEMENTED, PARSE_ERROR
 from .proxy import ProxyContext, trusted_proxies
 from .request import Request
 from .response import (
@@ -92,7 +94,7 @@ from .response import (
     error_response,
     render_result,
 )
-from .routing import HandlerTarget
+from .routing import ASTERISK, HandlerTarget
 from .streaming import BodySender, LongResponse
 
 if TYPE_CHECKING:
@@ -118,6 +120,12 @@ _PAUSED_BODY: Final = 4  # a streamed request body holds more than bodystream.ST
 # entry's target it is written in its turn and counts as no response.
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+# Slots of HttpProtocol._conditions: the fields a static target's select() decides with.
+_IF_NONE_MATCH: Final = 0
+_ACCEPT_ENCODING: Final = 1
+_RANGE: Final = 2
+_IF_RANGE: Final = 3
+
 _SLASH: Final = ord("/")
 _QUESTION_MARK: Final = ord("?")
 
@@ -132,6 +140,16 @@ LINGER_SECONDS: Final = 2.0
 # runs: one read full of pipelined requests cannot render all their answers at once.
 FLUSH_BYTES: Final = 64 * 1024
 
+# The header bytes once the header section is complete: a field that comes after it (the
+# trailer section of a chunked body) is then over any max_header_size, which sends it to the
+# trailer's cold path without a test on every header; the trailer's own bytes count from here.
+TRAILER_MARK: Final = 1 << 62
+
+# Answers produced in one go are joined into one write up to this size; larger ones are
+# handed to the transport as they are (uvloop writes them with writev), so a large static
+# body shared by every request is never copied, nor held in a copy while a client reads slowly.
+JOIN_BYTES: Final = 16 * 1024
+
 # A file that loop.sendfile cannot send is read and written in pieces of this size
 # (one piece in flight above the transport's high-water mark at most).
 FILE_CHUNK: Final = 256 * 1024
@@ -144,6 +162,11 @@ _TRANSFER_CODING_ERRORS: Final = (
     "Invalid `Transfer-Encoding` header value",
     "Request has invalid `Transfer-Encoding`",
 )
+
+
+# RFC 9112 section 3: request-line = method SP request-target SP HTTP-version, where
+# method = token (RFC 9110 section 5.6.2); the target is any visible non-space bytes.
+_REQUEST_LINE: Final = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}) [\x21-\xff]+ HTTP/1\.[01]\r?\n")
 
 
 class _Reject(Exception):
@@ -161,7 +184,7 @@ class _Reject(Exception):
         self.reason = reason
 
 
-_INTERNAL_ERROR: Final = error_response(500)
+_INTERNAL_ERROR: Final = error_response(500).freeze()
 
 # What sync handlers return most; none of these is awaitable, so no inspect.isawaitable call.
 _PLAIN_RESULTS: Final = frozenset({dict, list, str, bytes, Response})
@@ -223,9 +246,11 @@ class HttpProtocol(asyncio.Protocol):
         "_stats",
         "_targets",
         "_timed",
+        "_trailers",
         "_transport",
         "_url",
         "_version",
+        "_write_paused_ns",
         "_write_waiter",
     )
 
@@ -265,6 +290,8 @@ class HttpProtocol(asyncio.Protocol):
         self._started_ns = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        # Trailer fields of the request being read (reset where they are taken: on_message_complete).
+        self._trailers: list[tuple[bytes, bytes]] | None = None
         # The body being read: chunks of a buffered handler route, the stream of a
         # stream_body route (it has an append too: on_body does not tell them apart).
         self._body: list[bytes] | BodyStream | None = None
@@ -280,7 +307,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head = False
         self._hosts = 0
         self._connection_header = False
-        self._conditions: tuple[bytes | None, bytes | None] | None = None
+        self._conditions: list[bytes | None] | None = None  # see _add_condition
         self._head_bytes = 0
         self._partial = 0
         self._body_bytes = 0
@@ -290,6 +317,7 @@ class HttpProtocol(asyncio.Protocol):
         self._long: LongResponse | None = None  # the response whose body is being sent, if any
         self._ending = False  # shutdown asked the long response to end
         self._write_waiter: asyncio.Future[None] | None = None
+        self._write_paused_ns = 0  # when pause_writing was last called (send_timeout)
 
     # -- connection ---------------------------------------------------------
 
@@ -371,15 +399,26 @@ class HttpProtocol(asyncio.Protocol):
                 if cause.status is not None:
                     self._fail(cause.status, cause.detail, cause.reason)
             elif isinstance(exc, HttpParserCallbackError) and cause is not None:
-                if not isinstance(cause, Exception):
-                    # SystemExit or KeyboardInterrupt from a handler (gunicorn's abort raises
-                    # SystemExit in the blocked frame): the process is leaving, let it.
+                if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+                    # From a handler (gunicorn's abort raises SystemExit in the blocked
+                    # frame): the process is leaving, let it.
                     raise cause from None
+                if not isinstance(cause, Exception):  # a BaseException class of the handler's own
+                    self._stats.handler_exceptions += 1
+                    error_log.error(
+                        "a handler raised %s, which is not an Exception; connection aborted",
+                        type(cause).__name__,
+                        exc_info=cause,
+                    )
+                    self._abort()
+                    return
                 # A parser callback (this module) raised: a bug, not the client's fault.
                 self._internal_error(cause)
                 return
             else:
-                self._parse_failed(exc)
+                # The data of this read begins the failed request when the read began between
+                # requests and completed none (on_message_complete sets _since to _read_ns).
+                self._parse_failed(exc, data if state == IDLE and self._since != self._read_ns else None)
         except Exception as exc:  # a bug in this module: lose the connection, not the server
             self._internal_error(exc)
             return
@@ -408,7 +447,8 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        """The client is not reading: stop reading its requests until it does."""
+        """The client is not reading: stop reading its requests until it does (``send_timeout``)."""
+        self._write_paused_ns = monotonic_ns()
         self._pause(_PAUSED_WRITE)
 
     def resume_writing(self) -> None:
@@ -442,12 +482,15 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(414, f"the request target is longer than {self._max_url} bytes", "max_url_length")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._partial = 0
         size = len(name)
         self._head_bytes += size + len(value) + 4
         if self._head_bytes > self._max_header:
-            raise _Reject(431, f"request headers are larger than {self._max_header} bytes", "max_header_size")
+            # Over the limit, or a trailer field: on_headers_complete adds TRAILER_MARK, so a
+            # field after the header section lands here without a test on every header.
+            self._over_header_limit(name, value)
+            return
+        self._headers.append((name, value))
+        self._partial = 0
         # One branch per length, the common ones first: a header stops at its own length
         # (User-Agent at 10, Accept-Language at 15) after one name comparison at most.
         if size == 4:
@@ -461,40 +504,78 @@ class HttpProtocol(asyncio.Protocol):
                 raise _Reject(413, f"the request body is larger than {self._max_body} bytes", "max_body_size")
         elif size == 15:
             if name.lower() == b"accept-encoding":
-                self._add_condition(None, value)
+                self._add_condition(_ACCEPT_ENCODING, value)
         elif size == 13:
             if name.lower() == b"if-none-match":
-                self._add_condition(value, None)
+                self._add_condition(_IF_NONE_MATCH, value)
         elif size == 17:
             if name.lower() == b"transfer-encoding":
                 self._check_transfer_encoding(value)
         elif size == 16:
             if name.lower() == b"proxy-connection":  # llhttp reads it as Connection
                 self._connection_header = True
-        elif size == 6 and name.lower() == b"expect":
-            self._expect = value if self._expect is None else self._expect + b", " + value
+        elif size == 6:
+            if name.lower() == b"expect":
+                self._expect = value if self._expect is None else self._expect + b", " + value
+        elif size == 5:
+            if name.lower() == b"range":
+                self._add_condition(_RANGE, value)
+        elif size == 8 and name.lower() == b"if-range":
+            self._add_condition(_IF_RANGE, value)
 
-    def _add_condition(self, if_none_match: bytes | None, accept_encoding: bytes | None) -> None:
-        """Note an ``If-None-Match`` or ``Accept-Encoding`` value for a static target's ``select``.
+    def _over_header_limit(self, name: bytes, value: bytes) -> None:
+        """A header over ``max_header_size`` (431), or a field of the trailer section."""
+        if self._head_bytes < TRAILER_MARK:
+            raise _Reject(431, f"request headers are larger than {self._max_header} bytes", "max_header_size")
+        self._on_trailer(name, value)
 
-        Both are lists: a field sent twice is one value joined with a comma
-        (RFC 9110 section 5.3). ``on_message_complete`` takes the values and
-        resets the slot (not ``on_message_begin``: one store less per request);
-        a request that never completes ends the connection, so none leaks into
-        the next.
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field: kept apart from the headers, and never acted on (RFC 9110 section 6.5.2).
+
+        Trailers arrive after the body, so they cannot decide framing, routing,
+        Host, cookies or the proxy headers: a trailer ``X-Forwarded-For`` must not
+        win over the proxy's header. A handler reads them as ``request.trailers``.
+        The trailer section is bounded by ``max_header_size`` like the header section.
+        Only a request whose body is collected (a handler's) keeps them; a
+        static target's are counted and dropped.
+
+        llhttp itself refuses ``Transfer-Encoding`` and ``Content-Length`` in a
+        trailer (400), but reads ``Connection: close`` there and then ignores
+        whatever follows the message, which would leave a pipelined request
+        unanswered: ``Connection`` and ``Proxy-Connection`` (fields a sender
+        must not put in a trailer, RFC 9110 section 6.5.1) are refused too.
+        """
+        size = len(name)  # counted in _head_bytes already, on top of TRAILER_MARK
+        if self._head_bytes - TRAILER_MARK > self._max_header:
+            raise _Reject(
+                431, f"request trailers are larger than {self._max_header} bytes", "max_header_size"
+            )
+        if (size == 10 and name.lower() == b"connection") or (
+            size == 16 and name.lower() == b"proxy-connection"
+        ):
+            raise _Reject(400, f"{name.decode('latin-1')} is not allowed in a trailer section")
+        if self._body is None:
+            return
+        if self._trailers is None:
+            self._trailers = []
+        self._trailers.append((name, value))
+
+    def _add_condition(self, slot: int, value: bytes) -> None:
+        """Note a field a static target's ``select`` decides with (``If-None-Match``, ``Accept-Encoding``,
+        ``Range``, ``If-Range``), in its slot of ``_conditions``.
+
+        A field sent twice is one value joined with a comma (RFC 9110 section
+        5.3): a list for the first two, a ``Range`` or ``If-Range`` that then
+        matches nothing and is ignored for the others. ``on_message_complete``
+        takes the values and resets the slot (not ``on_message_begin``: one store
+        less per request); a request that never completes ends the connection,
+        so none leaks into the next.
         """
         conditions = self._conditions
-        if conditions is not None:
-            old_match, old_accept = conditions
-            if if_none_match is None:
-                if_none_match = old_match
-            elif old_match is not None:
-                if_none_match = old_match + b", " + if_none_match
-            if accept_encoding is None:
-                accept_encoding = old_accept
-            elif old_accept is not None:
-                accept_encoding = old_accept + b", " + accept_encoding
-        self._conditions = (if_none_match, accept_encoding)
+        if conditions is None:
+            conditions = self._conditions = [None, None, None, None]
+        old = conditions[slot]
+        conditions[slot] = value if old is None else old + b", " + value
 
     def _check_transfer_encoding(self, value: bytes) -> None:
         """Only one ``Transfer-Encoding: chunked`` is accepted (RFC 9112 sections 6.1, 7).
@@ -526,6 +607,7 @@ class HttpProtocol(asyncio.Protocol):
             # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request
             # without Host, and to any request with more than one.
             raise _Reject(400, "missing Host header" if not self._hosts else "more than one Host header")
+        self._head_bytes = TRAILER_MARK  # what on_header receives from now on is a trailer field
         method = parser.get_method()
         url = self._url
         if url and url[0] == _SLASH:
@@ -634,7 +716,15 @@ class HttpProtocol(asyncio.Protocol):
                 self._pause(_PAUSED_QUEUE)
 
     def _absolute_form(self, url: bytes) -> tuple[bytes, bytes]:
-        """Path and query of an absolute-form target (``http://host/path``); 400 otherwise."""
+        """Path and query of an absolute-form target (``http://host/path``), or ``*``; 400 otherwise.
+
+        ``*`` (the asterisk form, RFC 9112 section 3.2.4) is for ``OPTIONS`` only: it
+        selects the router's server-wide answer, whose ``Allow`` lists every method served.
+        """
+        if url == ASTERISK:
+            if self._parser.get_method() != b"OPTIONS":
+                raise _Reject(400, "the request target '*' is only allowed with OPTIONS")
+            return ASTERISK, b""
         try:
             parsed = parse_url(url)
         except HttpParserError:
@@ -666,7 +756,10 @@ class HttpProtocol(asyncio.Protocol):
             # test is all it costs.
             self._conditions = None
             if target.__class__ is StaticResponse and target.etag is not None:
-                target = target.select(*conditions)
+                if_none_match, accept_encoding, range_field, if_range = conditions
+                target = target.select(
+                    if_none_match, accept_encoding, range_field if self._method == b"GET" else None, if_range
+                )
         if (
             self._body is None  # a static target, and no access log
             and self._busy is None
@@ -695,9 +788,12 @@ class HttpProtocol(asyncio.Protocol):
             return
         request: Request | None = None
         body = self._body
+        trailers = self._trailers
+        if trailers is not None:
+            self._trailers = None
         if body.__class__ is BodyStream:  # a stream_body route: its handler runs already
             self._body = None
-            body.finish()
+            body.finish(trailers)
             return
         if body is not None:
             request = Request(
@@ -710,6 +806,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._version,
                 self._request_transport,
             )
+            if trailers is not None:
+                request.raw_trailers = trailers
             self._body = None
         if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
             self._execute(target, request, mode, self._head, self._begin_ns)
@@ -826,6 +924,21 @@ class HttpProtocol(asyncio.Protocol):
                 data = b""  # the body failed (stream's error): the server answers, or the client left
             else:
                 data = self._handler_failed(exc, target, request, mode, head)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, or a class of the handler's own
+            self._busy = None
+            self._abort()  # no answer can follow, and the connection must not wait for one
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise  # the process is leaving: let it
+            self._stats.handler_exceptions += 1
+            error_log.error(
+                "handler %s raised %s, which is not an Exception; connection aborted",
+                target.name,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            return
         if called:
             self._handler_time.record(monotonic_ns() - called)
         self._busy = None
@@ -1133,7 +1246,12 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                transport.write(out[0])
+            elif self._out_size < JOIN_BYTES:
+                transport.write(b"".join(out))
+            else:  # a large body among them (a split static body, a file): handed on, not copied
+                transport.writelines(out)
             out.clear()
             self._stats.bytes_sent += self._out_size
             self._out_size = 0
@@ -1158,15 +1276,32 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- errors and shutdown ------------------------------------------------
 
-    def _parse_failed(self, exc: HttpParserError) -> None:
-        """Answer an error llhttp itself found (not one raised by a callback here)."""
+    def _parse_failed(self, exc: HttpParserError, request_data: bytes | None) -> None:
+        """Answer an error llhttp itself found (not one raised by a callback here).
+
+        llhttp knows a fixed list of methods and calls any other one invalid.
+        RFC 9110 section 9.1 wants 501 for a method the server does not
+        implement and 400 only for a request line that is not one: when the
+        failed request's bytes are at hand (``request_data``: it began this
+        read) and its request line is well-formed with a token for a method,
+        the answer is 501. A request line split across reads before its
+        method ends is answered 400.
+        """
         if self._state == CLOSING:
             return  # parsing stopped on purpose after a final request
+        reason = PARSE_ERROR
         if any(text in str(exc) for text in _TRANSFER_CODING_ERRORS):
             status, detail = 501, "only Transfer-Encoding: chunked is supported"
+        elif (
+            isinstance(exc, HttpParserInvalidMethodError)
+            and request_data is not None
+            and (match := _REQUEST_LINE.match(request_data.lstrip(b"\r\n")))
+        ):
+            method = match.group(1).decode("ascii")
+            status, detail, reason = 501, f"the method {method} is not implemented", METHOD_NOT_IMPLEMENTED
         else:
             status, detail = 400, f"Invalid HTTP request: {exc}"
-        self._fail(status, detail, PARSE_ERROR)
+        self._fail(status, detail, reason)
 
     def _fail(self, status: int, detail: str, reason: str) -> None:
         """Answer ``status`` after the requests already read, then close.
@@ -1206,10 +1341,17 @@ class HttpProtocol(asyncio.Protocol):
         A request's header time runs from the read that brought its first byte
         (``_begin_ns``); a body's silence from the last read; idleness from the
         end of the last request, of its async answer or of the error answer
-        (``_since``).
+        (``_since``); a client that does not read, from ``pause_writing``
+        (``send_timeout``: the connection is aborted, the answer cannot go out).
         """
         state = self._state
         config = self._server.config
+        if self._paused & _PAUSED_WRITE and now - self._write_paused_ns > config.send_timeout * 1e9:
+            # The client has not read for send_timeout: its slot is worth more than its answer.
+            error_log.debug("client did not read for %g s; aborting the connection", config.send_timeout)
+            self._stats.timeouts["send_timeout"] += 1
+            self._abort()
+            return
         if state == HEAD:
             if now - self._begin_ns > config.header_timeout * 1e9:
                 self._fail(

@@ -196,6 +196,7 @@ class Request:
         "query_string",
         "raw_headers",
         "raw_path",
+        "raw_trailers",
     )
 
     _scheme: str
@@ -217,6 +218,7 @@ class Request:
         self.raw_path = raw_path
         self.query_string = query_string
         self.raw_headers = raw_headers
+        self.raw_trailers: list[tuple[bytes, bytes]] | None = None
         self.body = body
         self.params: dict[str, Any] = params if params is not None else {}
         self.http_version = http_version
@@ -265,6 +267,17 @@ class Request:
         if self._headers is None:
             self._headers = Headers(self.raw_headers)
         return self._headers
+
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields of a chunked body (``Headers``; empty without any).
+
+        Trailers are sent after the body, so they are kept apart from
+        ``headers`` (RFC 9110 section 6.5.2) and the server never acts on them:
+        they cannot set the Host, the cookies, the framing or, behind a proxy,
+        the client's address. Read them only as what the client added at the end.
+        """
+        return Headers(self.raw_trailers or [])
 
     @property
     def client(self) -> tuple[str, int] | None:

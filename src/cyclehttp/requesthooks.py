@@ -18,7 +18,9 @@ One request through a wrapped handler:
    (500, or the ``HTTPError``'s status);
 4. the after hooks, in declaration order, on the answer of 1, 2 or 3 turned
    into a ``Response``: ``hook(request, response)`` returns a new ``Response``
-   (e.g. ``response.with_headers(...)``) or None to keep it. Streams and files
+   (e.g. ``response.with_headers(...)``) or None to keep it, which it may have
+   changed (``response.set_cookie(...)``: a shared, frozen response is copied
+   before the hooks see it, so a change never reaches other requests). Streams and files
    (``Response.stream``, ``Response.file``) skip them. An after hook that
    raises: the error handlers decide, and the after hooks do not run again.
 
@@ -135,6 +137,8 @@ def _sync_wrapper(
             response = to_response(result)
             if not isinstance(response, Response):  # a stream or a file
                 return response
+            if response.frozen:  # shared by many requests: the hooks change a copy of it
+                response = response.with_headers(())
             for after_hook in after:
                 returned = after_hook(request, response)
                 _not_async(returned, after_hook)
@@ -188,6 +192,8 @@ def _async_wrapper(
             response = to_response(result)
             if not isinstance(response, Response):
                 return response
+            if response.frozen:
+                response = response.with_headers(())
             for after_hook in after:
                 returned = after_hook(request, response)
                 if inspect.isawaitable(returned):

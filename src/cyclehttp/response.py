@@ -25,6 +25,7 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .cookies import SameSite, set_cookie_header
+from .ranges import UNSATISFIABLE, http_date_seconds, if_range_matches, parse_range
 
 if TYPE_CHECKING:
     import os
@@ -228,7 +229,7 @@ class Response:
     values are validated here, so a CR/LF injection fails where it is written.
     """
 
-    __slots__ = ("_header_block", "body", "content_type", "headers", "status")
+    __slots__ = ("_frozen", "_header_block", "body", "content_type", "headers", "status")
 
     def __init__(
         self,
@@ -266,6 +267,7 @@ class Response:
         self.content_type = content_type
         self.headers: tuple[tuple[str, str], ...] = tuple(items)
         self._header_block = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in items)
+        self._frozen = False
 
     @classmethod
     def text(cls, text: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
@@ -334,6 +336,35 @@ class Response:
         """A copy with ``headers`` added after this one's (e.g. in an ``after_request`` hook)."""
         return Response(self.body, self.status, [*self.headers, *_header_items(headers)])
 
+    def freeze(self) -> Response:
+        """Refuse every later change to this response (``set_cookie``, ``delete_cookie``); returns it.
+
+        A response served to many requests must not change under them: a route's
+        ``Response`` target is frozen when it is declared (it is pre-rendered then,
+        so a later change would silently not be sent). Freeze a module-level
+        response that handlers return as it is, so that an ``after_request`` hook
+        cannot add one client's cookie to everyone's answer.
+        """
+        self._frozen = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """True once ``freeze()`` was called (e.g. the response is a static route's target)."""
+        return self._frozen
+
+    def _add_header(self, name: str, value: str, method: str) -> None:
+        if self._frozen:
+            raise RuntimeError(
+                f"response.{method}() cannot change this Response: it is shared by many requests "
+                "(a route's pre-rendered target, or frozen with freeze()). Use "
+                f"response.{'with_cookie' if method == 'set_cookie' else 'without_cookie'}(...) for a "
+                "changed copy, or build the Response in a handler"
+            )
+        _validate_header(name, value)
+        self.headers = (*self.headers, (name, value))
+        self._header_block += f"{name}: {value}\r\n".encode("latin-1")
+
     def set_cookie(
         self,
         name: str,
@@ -348,11 +379,58 @@ class Response:
         samesite: SameSite | None = "lax",
         partitioned: bool = False,
     ) -> Response:
-        """A copy with a ``Set-Cookie`` header added; this response is not changed.
+        """Add a ``Set-Cookie`` header to this response, and return it.
 
-        ``return Response.text("hi").set_cookie("session", token, httponly=True)``.
+        Both habits work: ``response.set_cookie("sid", token); return response``
+        (Flask, Starlette) and ``return Response.text("hi").set_cookie("sid", token)``.
         Call it again for more cookies (one ``Set-Cookie`` each). The name and
         value are validated here (``ValueError``): see ``cookies.set_cookie_header``.
+        A frozen response (a route's pre-rendered target) raises ``RuntimeError``:
+        ``with_cookie`` gives a changed copy instead.
+        """
+        header = set_cookie_header(
+            name,
+            value,
+            max_age=max_age,
+            expires=expires,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            partitioned=partitioned,
+        )
+        self._add_header("Set-Cookie", header, "set_cookie")
+        return self
+
+    def delete_cookie(
+        self, name: str, *, path: str | None = "/", domain: str | None = None, secure: bool = False
+    ) -> Response:
+        """Tell the client to drop cookie ``name`` (Max-Age=0, Expires in 1970); returns this response.
+
+        ``path`` and ``domain`` must be those the cookie was set with. A frozen
+        response raises ``RuntimeError``: ``without_cookie`` gives a changed copy.
+        """
+        self._add_header("Set-Cookie", _deletion_header(name, path, domain, secure), "delete_cookie")
+        return self
+
+    def with_cookie(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int | None = None,
+        expires: datetime | int | float | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+    ) -> Response:
+        """A copy of this response with a ``Set-Cookie`` header added; this one is not changed.
+
+        For a shared (frozen) response: ``return LOGIN_PAGE.with_cookie("sid", token)``.
         """
         header = set_cookie_header(
             name,
@@ -368,17 +446,11 @@ class Response:
         )
         return self.with_headers([("Set-Cookie", header)])
 
-    def delete_cookie(
+    def without_cookie(
         self, name: str, *, path: str | None = "/", domain: str | None = None, secure: bool = False
     ) -> Response:
-        """A copy that tells the client to drop cookie ``name`` (Max-Age=0 and an Expires in 1970).
-
-        ``path`` and ``domain`` must be those the cookie was set with.
-        """
-        header = set_cookie_header(
-            name, "", path=path, domain=domain, secure=secure, samesite=None, max_age=0
-        )
-        return self.with_headers([("Set-Cookie", header + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT")])
+        """A copy of this response that tells the client to drop cookie ``name``; this one is not changed."""
+        return self.with_headers([("Set-Cookie", _deletion_header(name, path, domain, secure))])
 
     def render(self, mode: int, head: bool) -> bytes:
         """The whole message for one request (``head``: without the body)."""
@@ -386,6 +458,12 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+def _deletion_header(name: str, path: str | None, domain: str | None, secure: bool) -> str:
+    """The ``Set-Cookie`` value that removes cookie ``name`` (the path and domain it was set with)."""
+    header = set_cookie_header(name, "", path=path, domain=domain, secure=secure, samesite=None, max_age=0)
+    return header + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 def render(status: int, header_block: bytes, body: bytes, mode: int, head: bool) -> bytes:
@@ -645,10 +723,17 @@ class StaticResponse:
     variants (br, gzip: each a StaticResponse with its own ETag and 304).
     ``select`` picks the answer for a request's fields; the server calls it
     only when the request has one of them.
+
+    A 200 whose headers say ``Accept-Ranges: bytes`` (``app.static()`` files
+    do) also answers a ``Range`` GET: ``ranges`` is True. The 206 (or 416) is
+    rendered for that request from the same body, so a request without
+    ``Range`` pays nothing for it.
     """
 
     __slots__ = (
+        "_modified",
         "_plan",
+        "_range_counts",
         "body",
         "buffers",
         "coding",
@@ -658,12 +743,13 @@ class StaticResponse:
         "hits",
         "message",
         "not_modified",
+        "ranges",
         "response",
         "split",
     )
 
     def __init__(self, response: Response, plan: tuple[_Representation, ...] | None = None) -> None:
-        self.response = response
+        self.response = response.freeze()  # rendered now: a later change would never be sent
         self.hits = 0
         """Times these buffers were served (their status is fixed); ``count`` adds the variants'."""
         if plan is None:
@@ -684,6 +770,14 @@ class StaticResponse:
             )
         )
         self.encoded = tuple(StaticResponse(form.message, (form,)) for form in plan[1:])
+        headers = {name.lower(): value for name, value in self.message.headers}
+        self.ranges = (
+            self.message.status == 200 and headers.get("accept-ranges", "").strip().lower() == "bytes"
+        )
+        """Answer ``Range`` requests (206/416): a 200 with ``Accept-Ranges: bytes``."""
+        modified = headers.get("last-modified")
+        self._modified = None if modified is None else http_date_seconds(modified)
+        self._range_counts = [0] * 6  # the 206/416 answers rendered per request, by status digit
         self.buffers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self.head_buffers: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self.refresh()
@@ -709,12 +803,20 @@ class StaticResponse:
         for variant in self.encoded:
             variant.refresh()
 
-    def select(self, if_none_match: bytes | None, accept_encoding: bytes | None) -> StaticResponse:
-        """The answer to a GET or HEAD with these fields: this, an encoded variant, or a 304.
+    def select(
+        self,
+        if_none_match: bytes | None,
+        accept_encoding: bytes | None,
+        range_field: bytes | None = None,
+        if_range: bytes | None = None,
+    ) -> StaticResponse:
+        """The answer to a GET or HEAD with these fields: this, an encoded variant, a 304, a 206 or a 416.
 
         The encoding is chosen first (highest qvalue; br before gzip on a tie;
         identity only when listed with a higher qvalue than any variant), then
-        ``If-None-Match`` is compared with the chosen variant's ETag.
+        ``If-None-Match`` is compared with the chosen variant's ETag (RFC 9110
+        section 13.2.2 order), then ``Range`` (give it for a GET only) and
+        ``If-Range`` pick a part of the chosen variant, when it takes ranges.
         """
         chosen = self
         if accept_encoding is not None and self.encoded:
@@ -735,11 +837,41 @@ class StaticResponse:
             and etag_matches(if_none_match, chosen.etag)
         ):
             return not_modified
+        if range_field is not None and chosen.ranges:
+            return chosen._part(range_field, if_range)
         return chosen
+
+    def _part(self, range_field: bytes, if_range: bytes | None) -> StaticResponse:
+        """The 206 or 416 a ``Range`` asks of this 200, rendered now; this one when it is ignored."""
+        etag = None if self.etag is None else self.etag.decode("latin-1")
+        if if_range is not None and not if_range_matches(if_range.decode("latin-1"), etag, self._modified):
+            return self
+        size = len(self.body)
+        wanted = parse_range(range_field.decode("latin-1"), size)
+        if wanted is None:
+            return self
+        if wanted is UNSATISFIABLE:
+            part = Response(
+                b"Range Not Satisfiable: the body has %d bytes" % size,
+                416,
+                [("Content-Range", f"bytes */{size}")],
+                TEXT_PLAIN,
+            )
+        else:
+            first, last = wanted
+            part = Response(
+                self.body[first : last + 1],
+                206,
+                [*self.message.headers, ("Content-Range", f"bytes {first}-{last}/{size}")],
+            )
+        self._range_counts[part.status // 100] += 1
+        return StaticResponse(part, (_Representation(self.coding, part, None, None),))
 
     def count(self, counts: list[int]) -> None:
         """Add the answers served from this response, its variants and their 304s, by status class."""
         counts[self.message.status // 100] += self.hits
+        for digit, count in enumerate(self._range_counts):
+            counts[digit] += count
         if self.not_modified is not None:
             self.not_modified.count(counts)
         for variant in self.encoded:
@@ -748,6 +880,7 @@ class StaticResponse:
     def reset_counts(self) -> None:
         """Zero the counters of this response, its variants and their 304s."""
         self.hits = 0
+        self._range_counts[:] = [0] * 6
         if self.not_modified is not None:
             self.not_modified.reset_counts()
         for variant in self.encoded:

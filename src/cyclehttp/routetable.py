@@ -19,7 +19,7 @@ from .app import App
 from .metrics import ANY_METHOD
 from .request import Request
 from .response import Response, StaticResponse
-from .routing import NOT_FOUND_INDEX, HandlerTarget, PathEntry, Target
+from .routing import NOT_FOUND_INDEX, SERVER_WIDE, HandlerTarget, PathEntry, Target
 
 __all__ = ["WIDTH", "describe_target", "format_routes", "format_size"]
 
@@ -109,6 +109,13 @@ def format_routes(app: App, *, metrics_path: str | None = None, title: str | Non
     for index, (target, (_, route)) in enumerate(zip(router.targets, router.labels, strict=True)):
         if index == NOT_FOUND_INDEX:
             builtin.append((index, ANY_METHOD, "(no route)", "built-in 404 Not Found"))
+        elif index == router.server_options:
+            allow = (
+                dict(target.response.headers).get("Allow", "") if isinstance(target, StaticResponse) else ""
+            )
+            builtin.append((index, "OPTIONS", route, f"built-in 200, Allow: {allow}"))
+        elif index in not_allowed and route == SERVER_WIDE:
+            continue  # never answered: any method but OPTIONS on "*" is a 400 before the lookup
         elif index in not_allowed:
             allow = (
                 dict(target.response.headers).get("Allow", "") if isinstance(target, StaticResponse) else ""

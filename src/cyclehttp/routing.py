@@ -257,6 +257,10 @@ class PathEntry:
 
 NOT_FOUND_INDEX: Final = 0
 
+ASTERISK: Final = b"*"
+"""The asterisk-form request target (``OPTIONS * HTTP/1.1``): the key of the server-wide entry."""
+SERVER_WIDE: Final = "*"
+
 
 class Router:
     """The compiled route table; built once when the server starts.
@@ -265,7 +269,16 @@ class Router:
     this router's (``request_counts``), labelled by ``labels``.
     """
 
-    __slots__ = ("_combined_405", "_errors", "dynamic", "labels", "not_found", "static", "targets")
+    __slots__ = (
+        "_combined_405",
+        "_errors",
+        "dynamic",
+        "labels",
+        "not_found",
+        "server_options",
+        "static",
+        "targets",
+    )
 
     def __init__(self, routes: Iterable[RouteSpec], errors: ErrorHandlers | None = None) -> None:
         # The 404 and 405 are pre-rendered unless an error handler takes their status:
@@ -296,6 +309,28 @@ class Router:
                 entry.methods[b"HEAD"] = entry.methods[b"GET"]
             entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
             entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, entry.pattern)
+        self.server_options = self._add(StaticResponse(Response()), "OPTIONS", SERVER_WIDE)
+        """The index of the ``OPTIONS *`` answer."""
+        self._render_server_options()
+
+    def _render_server_options(self) -> None:
+        """``OPTIONS *`` (RFC 9112 section 3.2.4): 200 with ``Allow``, every method some route serves.
+
+        Pre-rendered like any static answer, and answered without a route lookup:
+        the asterisk form names the server, not a resource.
+        """
+        entries = [entry for key, entry in self.static.items() if key != ASTERISK]
+        methods = {m for entry in (*entries, *self.dynamic) for m in entry.methods}
+        allow = ", ".join(sorted({m.decode("ascii") for m in methods} | {"OPTIONS"}))
+        self.targets[self.server_options] = StaticResponse(Response(headers=[("Allow", allow)]))
+        entry = self.static.get(ASTERISK)
+        if entry is None:  # first rendering: the entry, with a 405 like any path's (the protocol
+            # answers any other method on "*" with 400 before looking it up)
+            entry = self.static[ASTERISK] = PathEntry(compile_pattern("/"))
+            entry.pattern = SERVER_WIDE
+            entry.methods[b"OPTIONS"] = self.server_options
+            entry.allow = "OPTIONS"
+            entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, SERVER_WIDE)
 
     def _error_target(self, status: int, allow: str | None = None) -> Target:
         """The 404 (``allow`` None) or a 405 with ``Allow``: pre-rendered, or a handler target."""
@@ -333,6 +368,7 @@ class Router:
         entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
         entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, path)
         self.static[pattern.raw] = entry
+        self._render_server_options()
 
     def lookup(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
         """The target index for a request, and the path parameters of a dynamic route.

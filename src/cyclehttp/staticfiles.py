@@ -6,6 +6,8 @@ running total stays under ``prerender_total``) is read and declared as an
 ordinary static route whose target is a ``Response``: the router pre-renders
 it into a ``StaticResponse``, so serving it is one dict lookup on the raw
 path and a write of bytes that already exist, with no code of ours running.
+Like the files served from disk, it answers ``Range`` (206, 416) and
+``If-Range`` (``Accept-Ranges: bytes``: see ``cyclehttp.ranges``).
 Those routes are a snapshot: a small file changed or deleted after start-up
 is still served as it was read.
 
@@ -85,7 +87,7 @@ _NOT_LITERAL: Final = frozenset("{}?#")
 # An escaped slash, backslash or NUL anywhere in the raw path: refused before decoding.
 _REFUSED_ESCAPE: Final = re.compile(rb"%(?:2[fF]|5[cC]|00)")
 
-_NOT_FOUND: Final = error_response(404)
+_NOT_FOUND: Final = error_response(404).freeze()  # returned to every refused path
 
 
 def _inside(real: str, root: str) -> bool:
@@ -311,7 +313,7 @@ class StaticDirectory:
         plan.prerendered_bytes += len(data)
         return Response(
             data,
-            headers=[("Last-Modified", formatdate(modified, usegmt=True))],
+            headers=[("Last-Modified", formatdate(modified, usegmt=True)), ("Accept-Ranges", "bytes")],
             content_type=guess_content_type(found.parts[-1]),
         )
 
