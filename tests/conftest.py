@@ -7,8 +7,8 @@ import pytest
 import pytest_asyncio
 import uvloop
 
-from cyclehttp.rawhttp import RawConnection
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection
 
 
 def pytest_asyncio_loop_factories(

@@ -6,9 +6,9 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.rawhttp import RawConnection
+from cyclehttp.cycle.connection import HttpProtocol
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:

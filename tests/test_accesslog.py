@@ -20,10 +20,10 @@ from datetime import datetime
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.accesslog import ACCESS_LOGGER, AccessLog, escape, format_time
-from cyclehttp.cli import _log_access_to_stdout
-from cyclehttp.rawhttp import RawConnection, RawResponse
+from cyclehttp.clock.accesslog import ACCESS_LOGGER, AccessLog, escape, format_time
+from cyclehttp.serving.cli import _log_access_to_stdout
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from cyclehttp import App, Request, Response, RouteError
-from cyclehttp.metrics import Stats
-from cyclehttp.routing import NOT_FOUND_INDEX, HandlerTarget, Router, StaticResponse
+from cyclehttp.clock.stats import Stats
+from cyclehttp.cycle.router import NOT_FOUND_INDEX, HandlerTarget, Router, StaticResponse
 
 
 def methods_of(app: App) -> list[tuple[str, str]]:

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 
 from cyclehttp import App, Request
+from cyclehttp.clock.stats import StatsSnapshot
 from cyclehttp.config import Config
-from cyclehttp.metrics import StatsSnapshot
-from cyclehttp.rawhttp import RawConnection, RawResponse
-from cyclehttp.server import Server
+from cyclehttp.serving.server import Server
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, __version__
-from cyclehttp.cli import TargetError, build_parser, load_app, main
+from cyclehttp.serving.cli import TargetError, build_parser, load_app, main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30

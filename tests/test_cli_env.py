@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import __version__
-from cyclehttp.cli import _parse, build_parser, build_routes_parser
-from cyclehttp.envvars import apply_environment, env_name, parse_bool
-from cyclehttp.startup import module_version
+from cyclehttp.serving.banner import module_version
+from cyclehttp.serving.cli import _parse, build_parser, build_routes_parser
+from cyclehttp.serving.envvars import apply_environment, env_name, parse_bool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30

@@ -22,10 +22,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp import response as response_module
-from cyclehttp.accesslog import ACCESS_LOGGER
-from cyclehttp.rawhttp import RawConnection, RawResponse
-from cyclehttp.response import (
+from cyclehttp.clock.accesslog import ACCESS_LOGGER
+from cyclehttp.cycle import response as response_module
+from cyclehttp.cycle.response import (
     COMPRESS_MIN_SIZE,
     SPLIT_BODY_THRESHOLD,
     StaticResponse,
@@ -33,6 +32,7 @@ from cyclehttp.response import (
     etag_matches,
 )
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

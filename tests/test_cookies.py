@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import App, Request, Response
-from cyclehttp.cookies import MAX_COOKIE_PAIRS, parse_cookie_header, set_cookie_header
+from cyclehttp.cycle.cookies import MAX_COOKIE_PAIRS, parse_cookie_header, set_cookie_header
 
 # --- parsing ------------------------------------------------------------------
 

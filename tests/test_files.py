@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, HTTPError, Request, Response
-from cyclehttp.files import UNSATISFIABLE, FileResponse, guess_content_type, parse_range
-from cyclehttp.rawhttp import RawResponse
+from cyclehttp.cycle.files import UNSATISFIABLE, FileResponse, guess_content_type, parse_range
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawResponse
 from tests.serverside import small_window_connection
 
 SIZE = 3 * 1024 * 1024 + 12345

@@ -23,9 +23,9 @@ import struct
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.rawhttp import RawConnection
+from cyclehttp.cycle.connection import HttpProtocol
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection
 from tests.serverside import the_connection, wait_for
 
 BIG = 256 * 1024

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from cyclehttp import App, FormData, Request, UploadFile
-from cyclehttp.forms import MAX_PART_HEADER_SIZE, SPOOL_SIZE, parse_urlencoded
+from cyclehttp.cycle.forms import MAX_PART_HEADER_SIZE, SPOOL_SIZE, parse_urlencoded
 from tests.serverside import wait_for
 
 MIB = 1024 * 1024

@@ -10,8 +10,8 @@ import contextlib
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.rawhttp import RawConnection
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection
 
 
 def echo(request: Request) -> bytes:

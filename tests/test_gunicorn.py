@@ -26,10 +26,10 @@ import pytest
 gunicorn_config = pytest.importorskip("gunicorn.config")
 
 from cyclehttp.config import DEFAULT_MAX_HEADER_SIZE  # noqa: E402
-from cyclehttp.gunicorn_worker import config_from_gunicorn  # noqa: E402
+from cyclehttp.serving.gunicorn import config_from_gunicorn  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-WORKER = "cyclehttp.gunicorn_worker.CycleWorker"
+WORKER = "cyclehttp.serving.gunicorn.CycleWorker"
 DEADLINE = 15.0  # seconds any one wait may take before the test fails
 
 # The app the tests serve: a static route, the worker's pid, a slow async

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cyclehttp.histogram import (
+from cyclehttp.clock.histogram import (
     CAP_NS,
     FAST_INDEX,
     FAST_SHIFT,

@@ -606,7 +606,7 @@ def gunicorn(port: int) -> list[str]:
     gunicorn_config = pytest.importorskip("gunicorn.config")
     quiet = any(setting.name == "control_socket_disable" for setting in gunicorn_config.KNOWN_SETTINGS)
     return [
-        sys.executable, "-m", "gunicorn", "-k", "cyclehttp.gunicorn_worker.CycleWorker",
+        sys.executable, "-m", "gunicorn", "-k", "cyclehttp.serving.gunicorn.CycleWorker",
         "--bind", f"127.0.0.1:{port}", "--workers", "1", *(["--no-control-socket"] * quiet), "lapp:app",
     ]  # fmt: skip
 

@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.rawhttp import RawConnection, RawResponse
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 
 def echo(request: Request) -> bytes:

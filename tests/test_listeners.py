@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import pytest
 
 from cyclehttp import App, Response
-from cyclehttp.cli import build_parser
-from cyclehttp.listeners import ListenError, close_listeners, describe, open_listeners
-from cyclehttp.server import Server
+from cyclehttp.serving.cli import build_parser
+from cyclehttp.serving.listeners import ListenError, close_listeners, describe, open_listeners
+from cyclehttp.serving.server import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -105,7 +105,7 @@ if fd != 3:
 os.environ["LISTEN_PID"] = str(os.getpid())
 os.environ["LISTEN_FDS"] = "1"
 os.environ["LISTEN_FDNAMES"] = "web"
-from cyclehttp.cli import main
+from cyclehttp.serving.cli import main
 status = main(["examples.hello:routes", *sys.argv[2:]])
 print("LISTEN_ vars left:", sorted(k for k in os.environ if k.startswith("LISTEN_")), flush=True)
 sys.exit(status)

@@ -21,12 +21,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cyclehttp import App, HTTPError, Request, Response, RouteError
-from cyclehttp.histogram import CAP_NS
-from cyclehttp.metrics import LIMITS, PARSE_ERROR, TIMEOUTS, Stats, StatsSnapshot, format_duration
-from cyclehttp.prometheus import CONNECTION_BOUNDS, REQUEST_BOUNDS, bucket_bounds
-from cyclehttp.rawhttp import RawConnection, RawResponse
-from cyclehttp.server import summary
+from cyclehttp.clock.histogram import CAP_NS
+from cyclehttp.clock.metrics_page import CONNECTION_BOUNDS, REQUEST_BOUNDS, bucket_bounds
+from cyclehttp.clock.stats import LIMITS, PARSE_ERROR, TIMEOUTS, Stats, StatsSnapshot, format_duration
+from cyclehttp.serving.server import summary
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 Connect = Callable[[TestServer], Awaitable[RawConnection]]
@@ -462,7 +462,7 @@ def test_refusals_are_counted_by_kind() -> None:
 
 
 def test_bucket_bounds_are_histogram_edges() -> None:
-    from cyclehttp.histogram import bucket_index
+    from cyclehttp.clock.histogram import bucket_index
 
     bounds = bucket_bounds(10, 13)
     assert bounds == (1023, 1535, 2047, 3071, 4095, 6143, 8191)

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cyclehttp.metricsclient import Metrics, MetricsError, fetch, metrics_url, parse
+from cyclehttp.clock.metrics_reader import Metrics, MetricsError, fetch, metrics_url, parse
 
 # --- writing a metrics page ------------------------------------------------------------------
 

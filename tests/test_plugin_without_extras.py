@@ -1,6 +1,6 @@
 """The pytest plugin in an environment without the ``test`` extra (no pytest-asyncio, no httpx).
 
-The ``pytest11`` entry point loads cyclehttp.testing in every pytest run of an
+The ``pytest11`` entry point loads cyclehttp.testing.plugin in every pytest run of an
 environment where cyclehttp is installed, whatever project is tested. So the
 plugin must import without its optional dependencies, leave everybody else's
 tests alone, and only fail a test that asks for one of its fixtures, with one
@@ -8,7 +8,7 @@ line saying what to install.
 
 The first half hides the modules from a fresh interpreter (a ``None`` entry in
 ``sys.modules`` makes their import raise ``ImportError``) and loads the plugin
-with ``-p cyclehttp.testing``, entry points off (pytest would otherwise still
+with ``-p cyclehttp.testing.plugin``, entry points off (pytest would otherwise still
 find pytest-asyncio's installed metadata); the second half is the real thing:
 a new venv with this checkout and pytest, nothing else, the plugin loaded
 through its entry point.
@@ -134,7 +134,7 @@ def run_hiding(project: Path, hidden: list[str]) -> subprocess.CompletedProcess[
     plugins = [] if "pytest_asyncio" in hidden else ["-p", "pytest_asyncio.plugin"]
     return run(
         [
-            sys.executable, "-c", HIDING_RUNNER, ",".join(hidden), *plugins, "-p", "cyclehttp.testing",
+            sys.executable, "-c", HIDING_RUNNER, ",".join(hidden), *plugins, "-p", "cyclehttp.testing.plugin",
             "-W", "error", "--strict-markers",
         ],
         cwd=project,

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from cyclehttp import App
-from cyclehttp.rawhttp import RawConnection, RawResponse
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 from examples.hello import routes
 
 Raw = Callable[[], Awaitable[RawConnection]]

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from cyclehttp import App, Request
+from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
-from cyclehttp.metrics import Stats
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.server import ServerState
+from cyclehttp.cycle.connection import HttpProtocol
+from cyclehttp.serving.server import ServerState
 
 
 class RecordingTransport:

@@ -1,6 +1,6 @@
 """Proxy headers (``proxy_headers``, ``forwarded_allow_ips``): the trust rule, then over real sockets.
 
-Unit tests call ``cyclehttp.proxy`` directly with header pairs as the protocol
+Unit tests call ``cyclehttp.cycle.proxy`` directly with header pairs as the protocol
 collects them; the end-to-end tests send the headers to a test server on
 127.0.0.1 and read what the handler saw.
 """
@@ -17,10 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import App, Request
-from cyclehttp.accesslog import ACCESS_LOGGER, AccessLog
-from cyclehttp.cli import build_parser, main
+from cyclehttp.clock.accesslog import ACCESS_LOGGER, AccessLog
 from cyclehttp.config import Config
-from cyclehttp.proxy import (
+from cyclehttp.cycle.proxy import (
     MAX_FORWARDED_HOPS,
     ProxyContext,
     TrustedProxies,
@@ -28,6 +27,7 @@ from cyclehttp.proxy import (
     resolve,
     trusted_proxies,
 )
+from cyclehttp.serving.cli import build_parser, main
 from cyclehttp.testing import TestServer
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 
 import pytest
 
-from cyclehttp.rawhttp import (
+from cyclehttp.testing.rawclient import (
     MAX_HEAD,
     ConnectionClosed,
     MalformedResponse,

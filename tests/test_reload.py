@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from cyclehttp import reload
-from cyclehttp.cli import build_parser
+from cyclehttp.serving import reload
+from cyclehttp.serving.cli import build_parser
 
 TIMEOUT = 10.0
 
@@ -317,7 +317,7 @@ def test_watched_files() -> None:
 
 
 def test_the_child_gets_every_resolved_option_and_not_the_reloaders(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cyclehttp.envvars import apply_environment
+    from cyclehttp.serving.envvars import apply_environment
 
     parser = build_parser()
     environ = {"CYCLEHTTP_MAX_BODY_SIZE": "1234", "CYCLEHTTP_RELOAD_DIR": "/a:/b", "MY_OWN": "x"}
@@ -337,7 +337,7 @@ def test_the_child_gets_every_resolved_option_and_not_the_reloaders(monkeypatch:
 
 
 def test_reload_dir_on_the_command_line_replaces_the_environments() -> None:
-    from cyclehttp.envvars import apply_environment
+    from cyclehttp.serving.envvars import apply_environment
 
     parser = build_parser()
     apply_environment(parser, {"CYCLEHTTP_RELOAD_DIR": "/env"})

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cyclehttp import App, HTTPError, QueryParams, Request, Response
-from cyclehttp import request as request_module
-from cyclehttp import response as response_module
-from cyclehttp.request import MAX_QUERY_PAIRS, parse_json
-from cyclehttp.response import json_bytes
+from cyclehttp.cycle import request as request_module
+from cyclehttp.cycle import response as response_module
+from cyclehttp.cycle.request import MAX_QUERY_PAIRS, parse_json
+from cyclehttp.cycle.response import json_bytes
 
 orjson = pytest.importorskip("orjson")
 

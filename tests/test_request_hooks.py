@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from cyclehttp import App, HTTPError, Request, Response
-from cyclehttp.rawhttp import RawResponse
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

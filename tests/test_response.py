@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import HTTPError, Response
-from cyclehttp import response as response_module
-from cyclehttp.response import (
+from cyclehttp.cycle import response as response_module
+from cyclehttp.cycle.response import (
     CLOSE,
     DATE,
     KEEP_ALIVE,

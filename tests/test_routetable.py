@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, Response, RouteError
-from cyclehttp.cli import load_app, main
-from cyclehttp.routetable import WIDTH, format_routes, format_size
+from cyclehttp.app.route_table import WIDTH, format_routes, format_size
+from cyclehttp.serving.cli import load_app, main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import App, Request, Response, RouteError
-from cyclehttp.routing import (
+from cyclehttp.cycle.router import (
     NOT_FOUND_INDEX,
     HandlerTarget,
     Router,

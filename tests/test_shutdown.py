@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.rawhttp import RawConnection, RawResponse
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GET_ROOT = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -323,7 +323,7 @@ def test_the_gunicorn_worker_runs_its_shutdown_hooks_after_a_sigterm_during_star
     gunicorn_config = pytest.importorskip("gunicorn.config")
     quiet = any(setting.name == "control_socket_disable" for setting in gunicorn_config.KNOWN_SETTINGS)
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "cyclehttp.gunicorn_worker.CycleWorker", "--bind", "fd://{fd}",
+        sys.executable, "-m", "gunicorn", "-k", "cyclehttp.serving.gunicorn.CycleWorker", "--bind", "fd://{fd}",
         "--workers", "1", *(["--no-control-socket"] * quiet), "sigapp:app",
     ]  # fmt: skip
     served = run(command, HOOKS_APP, CONNECT_SECONDS="1")  # the worker does not log when it sees the signal

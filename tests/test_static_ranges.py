@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, Response
-from cyclehttp.rawhttp import RawResponse
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

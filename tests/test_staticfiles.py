@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from cyclehttp import App, Response
+from cyclehttp.app.static import FileHandler
+from cyclehttp.cycle.files import guess_content_type
+from cyclehttp.cycle.response import StaticResponse
+from cyclehttp.cycle.router import NOT_FOUND_INDEX, HandlerTarget
 from cyclehttp.errors import RouteError
-from cyclehttp.files import guess_content_type
-from cyclehttp.rawhttp import RawResponse
-from cyclehttp.response import StaticResponse
-from cyclehttp.routing import NOT_FOUND_INDEX, HandlerTarget
-from cyclehttp.staticfiles import FileHandler
 from cyclehttp.testing import TestServer
+from cyclehttp.testing.rawclient import RawResponse
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

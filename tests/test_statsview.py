@@ -26,9 +26,9 @@ from test_metricsclient import (
     serve,
 )
 
-from cyclehttp import statsview
-from cyclehttp.metricsclient import Metrics, parse
-from cyclehttp.statsview import main, render
+from cyclehttp.clock import stats_view as statsview
+from cyclehttp.clock.metrics_reader import Metrics, parse
+from cyclehttp.clock.stats_view import main, render
 
 NOW = 1_795_558_412.0
 """A fixed clock for the title line."""

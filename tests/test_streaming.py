@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from cyclehttp import App, Request, Response
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.streaming import StreamingResponse
+from cyclehttp.cycle.connection import HttpProtocol
+from cyclehttp.cycle.streams import StreamingResponse
 from tests.serverside import small_window_connection, the_connection, wait_for
 
 HIGH_WATER = 64 * 1024

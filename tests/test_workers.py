@@ -24,11 +24,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cyclehttp.histogram import LogHistogram
-from cyclehttp.metrics import RouteCount, Stats, StatsSnapshot
-from cyclehttp.metricsclient import fetch, parse
-from cyclehttp.prometheus import render_metrics
-from cyclehttp.sharedstats import (
+from cyclehttp.clock.histogram import LogHistogram
+from cyclehttp.clock.metrics_page import render_metrics
+from cyclehttp.clock.metrics_reader import fetch, parse
+from cyclehttp.clock.shared import (
     TRUNCATED,
     SharedStats,
     WorkerSlot,
@@ -36,7 +35,8 @@ from cyclehttp.sharedstats import (
     encode_snapshot,
     merge_snapshots,
 )
-from cyclehttp.workers import MAX_BACKOFF, restart_delay
+from cyclehttp.clock.stats import RouteCount, Stats, StatsSnapshot
+from cyclehttp.serving.workers import MAX_BACKOFF, restart_delay
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc and SO_REUSEPORT")
 

@@ -36,11 +36,11 @@ CASES = {
 CHILD = r"""
 import asyncio, json, sys, timeit
 import uvloop
-from cyclehttp.app import App
+from cyclehttp.app.application import App
 from cyclehttp.config import Config
-from cyclehttp.metrics import Stats
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.server import ServerState
+from cyclehttp.clock.stats import Stats
+from cyclehttp.cycle.connection import HttpProtocol
+from cyclehttp.serving.server import ServerState
 from examples.hello import routes
 
 class NullTransport:

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import uvloop
 
-from cyclehttp.app import App
+from cyclehttp.app.application import App
+from cyclehttp.clock.histogram import LogHistogram
+from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
-from cyclehttp.histogram import LogHistogram
-from cyclehttp.metrics import Stats
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.response import Response, StaticResponse
-from cyclehttp.server import ServerState
+from cyclehttp.cycle.connection import HttpProtocol
+from cyclehttp.cycle.response import Response, StaticResponse
+from cyclehttp.serving.server import ServerState
 from examples.hello import routes
 
 GET_ROOT = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"

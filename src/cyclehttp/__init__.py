@@ -1,14 +1,15 @@
 """cyclehttp: a fast, hardened HTTP/1.1 server and microframework on uvloop and httptools."""
 
-from .app import App
-from .bodystream import StreamingRequest
-from .errors import ClientDisconnected, HTTPError, RouteError, StartupError
-from .files import FileResponse
-from .forms import FormData, UploadFile
-from .request import Headers, QueryParams, Request
-from .response import Response
-from .server import Server, run
-from .streaming import StreamingResponse
+from cyclehttp.app.application import App
+from cyclehttp.cycle.files import FileResponse
+from cyclehttp.cycle.forms import FormData, UploadFile
+from cyclehttp.cycle.request import Headers, QueryParams, Request
+from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.streams import StreamingResponse
+from cyclehttp.cycle.uploads import StreamingRequest
+from cyclehttp.errors import ClientDisconnected, HTTPError, RouteError, StartupError
+from cyclehttp.serving.server import Server, run
+from cyclehttp.version import __version__ as __version__
 
 __all__ = [
     "App",
@@ -28,5 +29,3 @@ __all__ = [
     "UploadFile",
     "run",
 ]
-
-__version__ = "0.1.0"

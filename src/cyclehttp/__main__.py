@@ -1,5 +1,5 @@
 """``python -m cyclehttp``: the same as the ``cyclehttp`` command."""
 
-from .cli import main
+from cyclehttp.serving.cli import main
 
 raise SystemExit(main())

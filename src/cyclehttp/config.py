@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-from .proxy import trusted_proxies
+from cyclehttp.cycle.proxy import trusted_proxies
 
 __all__ = ["DEFAULTS", "Config"]
 

@@ -18,11 +18,11 @@ import sys
 from typing import Any
 
 from cyclehttp import App, Request, Response
+from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
-from cyclehttp.metrics import Stats
-from cyclehttp.protocol import HttpProtocol
-from cyclehttp.rawhttp import MalformedResponse, RawConnection, RawResponse
-from cyclehttp.server import ServerState
+from cyclehttp.cycle.connection import HttpProtocol
+from cyclehttp.serving.server import ServerState
+from cyclehttp.testing.rawclient import MalformedResponse, RawConnection, RawResponse
 
 ALLOWED_STATUSES = frozenset({200, 400, 404, 405, 408, 413, 414, 431, 500, 501, 505})
 
@@ -135,7 +135,7 @@ def _get_loop() -> asyncio.AbstractEventLoop:
 def parse_responses(data: bytes, loop: asyncio.AbstractEventLoop | None = None) -> list[RawResponse]:
     """Parse ``data`` (the whole output of a connection) as HTTP/1.1 responses; raise if it is not.
 
-    Runs ``cyclehttp.rawhttp``'s strict parser over the bytes, on ``loop`` (not running).
+    Runs ``cyclehttp.testing.rawclient``'s strict parser over the bytes, on ``loop`` (not running).
     """
 
     async def parse() -> list[RawResponse]:
