@@ -8,7 +8,9 @@ import pytest
 
 from cyclehttp import App, Request, Response, RouteError
 from cyclehttp.clock.stats import Stats
-from cyclehttp.cycle.router import NOT_FOUND_INDEX, HandlerTarget, Router, StaticResponse
+from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.router import NOT_FOUND_INDEX, Router
+from cyclehttp.cycle.targets import HandlerTarget
 
 
 def methods_of(app: App) -> list[tuple[str, str]]:

@@ -23,14 +23,9 @@ import pytest
 
 from cyclehttp import App, Request, Response
 from cyclehttp.clock.accesslog import ACCESS_LOGGER
-from cyclehttp.cycle import response as response_module
-from cyclehttp.cycle.response import (
-    COMPRESS_MIN_SIZE,
-    SPLIT_BODY_THRESHOLD,
-    StaticResponse,
-    accept_encoding_weights,
-    etag_matches,
-)
+from cyclehttp.cycle import prerendered as prerendered_module
+from cyclehttp.cycle.negotiation import accept_encoding_weights
+from cyclehttp.cycle.prerendered import COMPRESS_MIN_SIZE, SPLIT_BODY_THRESHOLD, StaticResponse, etag_matches
 from cyclehttp.testing import TestServer
 from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
@@ -68,7 +63,7 @@ def build_routes() -> list[tuple[str, str, object]]:
 
 @pytest.fixture
 def no_brotli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(response_module, "_brotli", None)
+    monkeypatch.setattr(prerendered_module, "_brotli", None)
 
 
 @pytest.fixture

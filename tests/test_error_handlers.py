@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cyclehttp import App, HTTPError, Request, Response
-from cyclehttp.app.error_handlers import prefers_json
+from cyclehttp.cycle.negotiation import prefers_json
 from cyclehttp.testing import TestServer
 from cyclehttp.testing.rawclient import RawResponse
 
@@ -240,8 +240,8 @@ async def test_default_bodies_by_accept_and_debug(
 
 
 def test_static_404_and_405_stay_pre_rendered_without_a_handler() -> None:
-    from cyclehttp.cycle.response import StaticResponse
-    from cyclehttp.cycle.router import HandlerTarget
+    from cyclehttp.cycle.prerendered import StaticResponse
+    from cyclehttp.cycle.targets import HandlerTarget
 
     app = make_app()
     router = app.compile()
@@ -275,7 +275,7 @@ def test_wrong_shapes_are_refused_at_registration() -> None:
 
 
 def test_json_error_body_is_valid_json() -> None:
-    from cyclehttp.app.error_handlers import default_error_response
+    from cyclehttp.cycle.response import error_response
 
-    response = default_error_response(404, accept="application/json")
+    response = error_response(404, accept="application/json")
     assert json.loads(response.body) == {"error": "Not Found", "status": 404}

@@ -12,7 +12,7 @@ from cyclehttp import App, Request
 from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.serving.server import ServerState
+from cyclehttp.cycle.server_state import ServerState
 
 
 class RecordingTransport:

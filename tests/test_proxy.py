@@ -18,15 +18,9 @@ from hypothesis import strategies as st
 
 from cyclehttp import App, Request
 from cyclehttp.clock.accesslog import ACCESS_LOGGER, AccessLog
-from cyclehttp.config import Config
-from cyclehttp.cycle.proxy import (
-    MAX_FORWARDED_HOPS,
-    ProxyContext,
-    TrustedProxies,
-    parse_forwarded,
-    resolve,
-    trusted_proxies,
-)
+from cyclehttp.config import Config, TrustedProxies, trusted_proxies
+from cyclehttp.cycle.context import ConnectionContext
+from cyclehttp.cycle.proxy import MAX_FORWARDED_HOPS, parse_forwarded, resolve
 from cyclehttp.serving.cli import build_parser, main
 from cyclehttp.testing import TestServer
 
@@ -357,13 +351,23 @@ class CountingTransport:
         return self.peer if name == "peername" else default
 
 
-def make_request(raw: list[tuple[bytes, bytes]], transport: Any) -> Request:
-    return Request(b"GET", b"/", b"", raw, b"", None, "1.1", transport)
+def make_request(raw: list[tuple[bytes, bytes]], context: ConnectionContext | None) -> Request:
+    return Request(b"GET", b"/", b"", raw, b"", None, "1.1", context)
+
+
+def proxied(transport: Any, allow: str = "127.0.0.1") -> ConnectionContext:
+    """The context of a connection that honours proxy headers from ``allow``."""
+    return ConnectionContext(transport, Config(proxy_headers=True, forwarded_allow_ips=allow))
+
+
+def direct(transport: Any) -> ConnectionContext:
+    """The context of a connection without proxy headers."""
+    return ConnectionContext(transport, Config())
 
 
 def test_request_properties_are_lazy_and_resolved_once() -> None:
     transport = CountingTransport(PEER)
-    context = ProxyContext(transport, LOCAL)  # type: ignore[arg-type]
+    context = proxied(transport)
     request = make_request(
         headers(("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")), context
     )
@@ -375,22 +379,21 @@ def test_request_properties_are_lazy_and_resolved_once() -> None:
     assert transport.calls == 1, "the peer is looked up once per connection"
 
 
-def test_request_without_proxy_context_uses_socket_and_host_header() -> None:
+def test_request_without_proxy_headers_uses_socket_and_host_header() -> None:
     transport = CountingTransport(PEER)
     request = make_request(
-        headers(("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")), transport
+        headers(("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")), direct(transport)
     )
     assert (request.client, request.scheme, request.host) == (PEER, "http", "origin.test")
     assert make_request([], None).host == ""
 
 
 def test_access_log_shows_the_forwarded_client() -> None:
-    context = ProxyContext(CountingTransport(PEER), LOCAL)  # type: ignore[arg-type]
-    request = make_request(headers(("X-Forwarded-For", "203.0.113.7")), context)
+    request = make_request(headers(("X-Forwarded-For", "203.0.113.7")), proxied(CountingTransport(PEER)))
     assert AccessLog().line("127.0.0.1", request, 200, 2, 0.001).startswith("203.0.113.7 - - ")
-    plain = make_request(headers(("X-Forwarded-For", "203.0.113.7")), CountingTransport(PEER))
+    plain = make_request(headers(("X-Forwarded-For", "203.0.113.7")), direct(CountingTransport(PEER)))
     assert AccessLog().line("127.0.0.1", plain, 200, 2, 0.001).startswith("127.0.0.1 - - ")
-    unix = make_request(headers(), ProxyContext(CountingTransport(""), trusted_proxies("unix")))  # type: ignore[arg-type]
+    unix = make_request(headers(), proxied(CountingTransport(""), "unix"))
     assert AccessLog().line("-", unix, 200, 2, 0.001).startswith("- - - ")
 
 

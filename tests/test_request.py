@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import Headers, HTTPError, QueryParams, Request
+from cyclehttp.cycle.context import ConnectionContext
 
 
 def make_request(
@@ -21,7 +22,8 @@ def make_request(
     params: dict[str, Any] | None = None,
     transport: Any = None,
 ) -> Request:
-    return Request(method, raw_path, query_string, headers or [], body, params, "1.1", transport)
+    context = None if transport is None else ConnectionContext(transport)
+    return Request(method, raw_path, query_string, headers or [], body, params, "1.1", context)
 
 
 class FakeTransport:

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from cyclehttp import App, HTTPError, QueryParams, Request, Response
 from cyclehttp.cycle import request as request_module
-from cyclehttp.cycle import response as response_module
-from cyclehttp.cycle.request import MAX_QUERY_PAIRS, parse_json
-from cyclehttp.cycle.response import json_bytes
+from cyclehttp.cycle import wire as wire_module
+from cyclehttp.cycle.mappings import MAX_QUERY_PAIRS
+from cyclehttp.cycle.request import parse_json
+from cyclehttp.cycle.wire import json_bytes
 
 orjson = pytest.importorskip("orjson")
 
@@ -33,7 +34,7 @@ def json_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """Run a test with orjson, then again as if it were not installed."""
     if request.param == "stdlib":
         monkeypatch.setattr(request_module, "_orjson", None)
-        monkeypatch.setattr(response_module, "_orjson", None)
+        monkeypatch.setattr(wire_module, "_orjson", None)
     return str(request.param)
 
 
@@ -170,12 +171,12 @@ json_values = st.recursive(
 @given(json_values)
 def test_orjson_and_stdlib_give_the_same_bytes(value: Any) -> None:
     with_orjson = json_bytes(value)
-    saved = response_module._orjson
-    response_module._orjson = None
+    saved = wire_module._orjson
+    wire_module._orjson = None
     try:
         without = json_bytes(value)
     finally:
-        response_module._orjson = saved
+        wire_module._orjson = saved
     assert with_orjson == without
 
 
@@ -304,7 +305,7 @@ async def test_result_bytes_identical_with_and_without_orjson(
     server = await cyclehttp_server(DATA_APP)
     async with httpx.AsyncClient(base_url=server.url) as client:
         with_orjson = (await client.get("/values")).content
-        monkeypatch.setattr(response_module, "_orjson", None)
+        monkeypatch.setattr(wire_module, "_orjson", None)
         without = (await client.get("/values")).content
     assert (
         with_orjson

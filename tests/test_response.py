@@ -12,16 +12,9 @@ from hypothesis import strategies as st
 
 from cyclehttp import HTTPError, Response
 from cyclehttp.cycle import response as response_module
-from cyclehttp.cycle.response import (
-    CLOSE,
-    DATE,
-    KEEP_ALIVE,
-    KEEP_ALIVE_HTTP10,
-    SPLIT_BODY_THRESHOLD,
-    StaticResponse,
-    error_response,
-    render_result,
-)
+from cyclehttp.cycle.prerendered import SPLIT_BODY_THRESHOLD, StaticResponse
+from cyclehttp.cycle.response import error_response, render_result
+from cyclehttp.cycle.wire import CLOSE, DATE, KEEP_ALIVE, KEEP_ALIVE_HTTP10
 
 DATE_RE = rb"Date: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n"
 CONNECTION = {

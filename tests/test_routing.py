@@ -11,13 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import App, Request, Response, RouteError
-from cyclehttp.cycle.router import (
-    NOT_FOUND_INDEX,
-    HandlerTarget,
-    Router,
-    StaticResponse,
-    compile_pattern,
-)
+from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.router import NOT_FOUND_INDEX, Router, compile_pattern
+from cyclehttp.cycle.targets import HandlerTarget
 
 
 def handler(request: Request) -> str:

@@ -18,8 +18,9 @@ import pytest
 from cyclehttp import App, Response
 from cyclehttp.app.static import FileHandler
 from cyclehttp.cycle.files import guess_content_type
-from cyclehttp.cycle.response import StaticResponse
-from cyclehttp.cycle.router import NOT_FOUND_INDEX, HandlerTarget
+from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.router import NOT_FOUND_INDEX
+from cyclehttp.cycle.targets import HandlerTarget
 from cyclehttp.errors import RouteError
 from cyclehttp.testing import TestServer
 from cyclehttp.testing.rawclient import RawResponse

@@ -40,7 +40,7 @@ from cyclehttp.app.application import App
 from cyclehttp.config import Config
 from cyclehttp.clock.stats import Stats
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.serving.server import ServerState
+from cyclehttp.cycle.server_state import ServerState
 from examples.hello import routes
 
 class NullTransport:

@@ -20,8 +20,9 @@ from cyclehttp.clock.histogram import LogHistogram
 from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.cycle.response import Response, StaticResponse
-from cyclehttp.serving.server import ServerState
+from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.server_state import ServerState
 from examples.hello import routes
 
 GET_ROOT = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import functools
+import ipaddress
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
-from cyclehttp.cycle.proxy import trusted_proxies
+from cyclehttp.errors import RouteError
 
-__all__ = ["DEFAULTS", "Config"]
+__all__ = [
+    "DEFAULTS",
+    "Config",
+    "IPAddress",
+    "TrustedProxies",
+    "check_flag",
+    "check_metrics_path",
+    "ip_address",
+    "trusted_proxies",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # h11's DEFAULT_MAX_INCOMPLETE_EVENT_SIZE is 16 KiB (its comment: node 80 KiB,
 # tomcat 8 KiB, IIS 16 KiB); nginx's large_client_header_buffers is 4 x 8 KiB.
@@ -165,17 +179,22 @@ class Config:
             if getattr(self, name) == 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
         for name in ("timing", "access_log", "proxy_headers", "debug"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        path = self.metrics_path
-        if path is not None and (not isinstance(path, str) or not path.startswith("/") or "?" in path):
-            raise ValueError(f"metrics_path must be a path starting with '/', e.g. '/metrics', got {path!r}")
+            check_flag(name, getattr(self, name))
+        check_metrics_path(self.metrics_path)
         if not isinstance(self.forwarded_allow_ips, str):
             raise ValueError(
                 f"forwarded_allow_ips must be a str such as '127.0.0.1,10.0.0.0/8', "
                 f"got {self.forwarded_allow_ips!r}"
             )
         trusted_proxies(self.forwarded_allow_ips)  # ValueError naming the bad entry
+
+    def merged_with_app(self, *, metrics_path: str | None, debug: bool) -> Config:
+        """This config with an App's own ``metrics_path``/``debug`` filled in (the server option wins).
+
+        The server calls it once when it starts, so everything after reads the
+        one ``Config``: an App's settings are declared defaults, not a second owner.
+        """
+        return replace(self, metrics_path=self.metrics_path or metrics_path, debug=self.debug or debug)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Config:
@@ -187,6 +206,124 @@ class Config:
                 f"unknown server option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**options)
+
+
+def check_flag(name: str, value: object) -> None:
+    """``ValueError`` unless ``value`` is True or False (a Config flag, or the App's ``debug``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def check_metrics_path(path: object) -> None:
+    """``RouteError`` (a ``ValueError``) unless ``path`` is None or a plain path such as ``/metrics``."""
+    if path is not None and (not isinstance(path, str) or not path.startswith("/") or "?" in path):
+        raise RouteError(f"metrics_path must be a path starting with '/', e.g. '/metrics', got {path!r}")
+
+
+# -- forwarded_allow_ips: whom the proxy headers are believed from (cyclehttp.cycle.proxy) -------
+
+# The literal entry of forwarded_allow_ips that trusts peers on a Unix socket
+# (they have no address to match; the socket file's permissions say who may connect).
+UNIX: Final = "unix"
+
+
+class TrustedProxies:
+    """The parsed ``forwarded_allow_ips``: which direct peers may speak for a client.
+
+    ``spec`` is comma-separated IPv4/IPv6 addresses and CIDR networks,
+    ``*`` (any peer, Unix sockets included) and ``unix`` (peers on a Unix
+    socket). Raises ``ValueError`` naming the entry that is none of these.
+    IPv4-mapped IPv6 peers (``::ffff:127.0.0.1``, on a dual-stack socket)
+    match their IPv4 entries.
+    """
+
+    __slots__ = ("_addresses", "_networks", "spec", "trust_all", "trust_unix")
+
+    def __init__(self, spec: str) -> None:
+        if not isinstance(spec, str):
+            raise ValueError(f"forwarded_allow_ips must be a str, got {spec!r}")
+        self.spec = spec
+        self.trust_all = False
+        self.trust_unix = False
+        self._addresses: set[IPAddress] = set()
+        self._networks: list[IPNetwork] = []
+        entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
+        if not entries:
+            raise ValueError(
+                "forwarded_allow_ips is empty: name the proxy's address, e.g. '127.0.0.1', or '*'"
+            )
+        for entry in entries:
+            if entry == "*":
+                self.trust_all = self.trust_unix = True
+            elif entry.lower() == UNIX:
+                self.trust_unix = True
+            elif "/" in entry:
+                self._networks.append(_parse_network(entry))
+            else:
+                try:
+                    self._addresses.add(_unmapped(ipaddress.ip_address(entry)))
+                except ValueError:
+                    raise ValueError(
+                        f"forwarded_allow_ips: {entry!r} is not an IP address or network "
+                        "(host names are not resolved); use e.g. '127.0.0.1,10.0.0.0/8', 'unix' or '*'"
+                    ) from None
+
+    def trusts(self, address: IPAddress) -> bool:
+        """True when ``address`` is one of the trusted proxies."""
+        if self.trust_all:
+            return True
+        address = _unmapped(address)
+        if address in self._addresses:
+            return True
+        return any(address in network for network in self._networks)
+
+    def trusts_peer(self, peer: Any) -> bool:
+        """True when a socket's ``peername`` (a tuple for TCP, a str for Unix) is trusted."""
+        if not isinstance(peer, tuple):
+            return self.trust_unix
+        if self.trust_all:
+            return True
+        address = ip_address(str(peer[0])) if peer else None
+        return address is not None and self.trusts(address)
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({self.spec!r})"
+
+
+@functools.lru_cache(maxsize=32)
+def trusted_proxies(spec: str) -> TrustedProxies:
+    """The ``TrustedProxies`` of ``spec``, parsed once per distinct value (Config and every connection)."""
+    return TrustedProxies(spec)
+
+
+def ip_address(text: str) -> IPAddress | None:
+    """The IP address ``text`` names (IPv4-mapped IPv6 as IPv4), or None for anything else."""
+    if not text or not text.isascii():
+        return None
+    try:
+        return _unmapped(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _parse_network(entry: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(entry)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            suggestion = ipaddress.ip_network(entry, strict=False)
+            raise ValueError(
+                f"forwarded_allow_ips: {entry!r} has host bits set; did you mean '{suggestion}'?"
+            ) from None
+        raise ValueError(
+            f"forwarded_allow_ips: {entry!r} is not an IP network; use e.g. '10.0.0.0/8' or 'fd00::/8'"
+        ) from None
 
 
 DEFAULTS: Final = Config()

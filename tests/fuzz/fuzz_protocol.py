@@ -21,7 +21,7 @@ from cyclehttp import App, Request, Response
 from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.serving.server import ServerState
+from cyclehttp.cycle.server_state import ServerState
 from cyclehttp.testing.rawclient import MalformedResponse, RawConnection, RawResponse
 
 ALLOWED_STATUSES = frozenset({200, 400, 404, 405, 408, 413, 414, 431, 500, 501, 505})

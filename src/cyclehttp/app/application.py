@@ -10,9 +10,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from cyclehttp.app.error_handlers import ErrorHandler, ErrorHandlers, check_error_key
-from cyclehttp.app.lifespan import Hook, Lifespan, Phase, State, check_callable, check_hook
-from cyclehttp.app.request_hooks import AfterHook, BeforeHook, wrap_handler
+from cyclehttp.app.error_handlers import ErrorHandlers, check_error_key
+from cyclehttp.app.lifespan import Lifespan, Phase, State, check_callable, check_hook
+from cyclehttp.app.request_hooks import error_answer, wrap_handler
 from cyclehttp.app.static import (
     DEFAULT_PRERENDER_MAX,
     DEFAULT_PRERENDER_TOTAL,
@@ -21,15 +21,11 @@ from cyclehttp.app.static import (
     find_owner,
 )
 from cyclehttp.clock.stats import Stats, StatsSnapshot
-from cyclehttp.cycle.router import (
-    HandlerTarget,
-    Router,
-    RouteSpec,
-    compile_pattern,
-    make_target,
-    normalize_method,
-)
+from cyclehttp.config import check_flag, check_metrics_path
+from cyclehttp.cycle.router import Router, RouteSpec, compile_pattern, normalize_method
+from cyclehttp.cycle.targets import HandlerTarget, make_target
 from cyclehttp.errors import RouteError
+from cyclehttp.types import AfterHook, BeforeHook, ErrorHandler, Hook
 
 __all__ = ["App", "RouteLike"]
 
@@ -73,12 +69,8 @@ class App:
     def __init__(
         self, routes: Iterable[RouteLike] = (), *, metrics_path: str | None = None, debug: bool = False
     ) -> None:
-        if metrics_path is not None and not (isinstance(metrics_path, str) and metrics_path.startswith("/")):
-            raise RouteError(
-                f"metrics_path must be a path starting with '/', e.g. '/metrics', got {metrics_path!r}"
-            )
-        if not isinstance(debug, bool):
-            raise TypeError(f"debug must be True or False, got {debug!r}")
+        check_metrics_path(metrics_path)  # the server options' own checks: one rule for both
+        check_flag("debug", debug)
         self.metrics_path = metrics_path
         self.debug = debug
         self._errors = ErrorHandlers()
@@ -341,6 +333,7 @@ class App:
         errors = self._errors if self._errors else None
         if errors is None and not self._before and not self._after:
             return Router(self._routes)
+        answer = None if errors is None else error_answer(errors)
         routes = [
             RouteSpec(
                 spec.method,
@@ -354,7 +347,7 @@ class App:
             else spec
             for spec in self._routes
         ]
-        return Router(routes, errors)
+        return Router(routes, answer)
 
     @property
     def stats(self) -> StatsSnapshot:

@@ -30,31 +30,29 @@ negotiate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from cyclehttp.app.lifespan import check_callable
-from cyclehttp.cycle.response import HeadersLike, Response, error_response, json_bytes
+from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.streams import LongResponse
+from cyclehttp.cycle.wire import HeadersLike, json_bytes
 from cyclehttp.errors import HTTPError
+from cyclehttp.types import ErrorHandler
 
 if TYPE_CHECKING:
-    from cyclehttp.cycle.request import Request
+    pass
 
 __all__ = [
-    "ErrorHandler",
     "ErrorHandlerFailed",
     "ErrorHandlers",
     "check_error_handler",
     "check_error_key",
-    "default_error_response",
-    "prefers_json",
     "to_response",
 ]
 
 error_log = logging.getLogger("cyclehttp.error")
 
-ErrorHandler = Callable[["Request", Any], Any] | Callable[["Request", Any], Awaitable[Any]]
 """``def handler(request, exc)`` or ``async def handler(request, exc)``, returning a result."""
 
 
@@ -148,8 +146,6 @@ def to_response(result: object, status: int = 200, headers: HeadersLike | None =
     Data gets ``status`` and ``headers``; a ``Response`` is returned unchanged.
     Raises ``TypeError`` for a result no handler may return.
     """
-    from cyclehttp.cycle.streams import LongResponse
-
     if isinstance(result, (Response, LongResponse)):
         return result
     if isinstance(result, (dict, list)):
@@ -159,75 +155,3 @@ def to_response(result: object, status: int = 200, headers: HeadersLike | None =
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(bytes(result), status, headers, "application/octet-stream")
     raise TypeError(f"handler returned {type(result).__name__}; return a Response, bytes, str, dict or list")
-
-
-# -- default bodies: plain text, or JSON when Accept prefers it ------------------
-
-
-def _accept_weights(field: str) -> list[tuple[str, str, float]]:
-    """``(type, subtype, q)`` of each media range of an ``Accept`` value (RFC 9110 section 12.5.1)."""
-    ranges = []
-    for part in field.split(","):
-        media, _, params = part.partition(";")
-        kind, _, subtype = media.strip().lower().partition("/")
-        if not kind or not subtype:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = min(max(float(value.strip()), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        ranges.append((kind, subtype, q))
-    return ranges
-
-
-def _quality(ranges: list[tuple[str, str, float]], kind: str, subtype: str) -> float:
-    """The q of the most specific range matching ``kind/subtype`` (0 when none does)."""
-    best_specificity, q = -1, 0.0
-    for range_kind, range_subtype, weight in ranges:
-        if range_kind == kind and range_subtype == subtype:
-            specificity = 2
-        elif range_kind == kind and range_subtype == "*":
-            specificity = 1
-        elif range_kind == "*" and range_subtype == "*":
-            specificity = 0
-        else:
-            continue
-        if specificity > best_specificity:
-            best_specificity, q = specificity, weight
-    return q
-
-
-def prefers_json(accept: str | None) -> bool:
-    """Whether an ``Accept`` value ranks ``application/json`` above ``text/plain`` and ``text/html``.
-
-    A tie (``*/*``, no ``Accept``) is plain text.
-    """
-    if not accept:
-        return False
-    ranges = _accept_weights(accept)
-    json_q = _quality(ranges, "application", "json")
-    return json_q > 0 and json_q > max(_quality(ranges, "text", "plain"), _quality(ranges, "text", "html"))
-
-
-def default_error_response(
-    status: int,
-    detail: str | None = None,
-    headers: HeadersLike | None = None,
-    accept: str | None = None,
-    trace: str | None = None,
-) -> Response:
-    """The server's own answer for an error: plain text or JSON by ``accept``; ``trace`` (debug) appended."""
-    if prefers_json(accept):
-        body: dict[str, Any] = {"error": detail if detail is not None else HTTPStatus(status).phrase}
-        body["status"] = status
-        if trace is not None:
-            body["traceback"] = trace
-        return Response(json_bytes(body), status, headers, "application/json")
-    if trace is not None:
-        text = detail if detail is not None else HTTPStatus(status).phrase
-        return error_response(status, f"{text}\n\n{trace}", headers)
-    return error_response(status, detail, headers)

@@ -44,23 +44,20 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from cyclehttp.errors import StartupError
 
 if TYPE_CHECKING:
-    from cyclehttp.app.application import App
+    from cyclehttp.types import Hook, ServedApp
 
 __all__ = [
-    "Hook",
     "Lifespan",
     "State",
     "check_callable",
     "check_hook",
     "hook_name",
     "hook_takes_app",
-    "is_async_callable",
 ]
 
 error_log = logging.getLogger("cyclehttp.error")
 
 HookResult = Awaitable[None] | None
-Hook = Callable[["App"], HookResult] | Callable[[], HookResult]
 """A startup or shutdown hook: ``def hook(app)`` or ``async def hook(app)``, ``def hook()`` or
 ``async def hook()``."""
 
@@ -91,13 +88,6 @@ def hook_name(hook: object) -> str:
         return repr(hook)
     module = getattr(hook, "__module__", None)
     return f"{module}.{name}" if module else name
-
-
-def is_async_callable(function: object) -> bool:
-    """``async def`` functions and objects with an ``async def __call__``."""
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - async callable objects
-    )
 
 
 def check_callable(function: object, expected: str, arguments: int) -> None:
@@ -157,10 +147,10 @@ class _Declared:
         self.hook = hook
         self.takes_app = hook_takes_app(hook, phase)
 
-    async def call(self, app: App) -> None:
+    async def call(self, app: ServedApp) -> None:
         """Call the hook the way its signature said, and await what it returns if that is awaitable."""
         if self.takes_app:
-            result = cast(Callable[["App"], HookResult], self.hook)(app)
+            result = cast(Callable[["ServedApp"], HookResult], self.hook)(app)
         else:
             result = cast(Callable[[], HookResult], self.hook)()
         if inspect.isawaitable(result):
@@ -172,7 +162,7 @@ class Lifespan:
 
     __slots__ = ("_app", "_hooks", "_undo")
 
-    def __init__(self, app: App, hooks: list[tuple[Phase, Hook]]) -> None:
+    def __init__(self, app: ServedApp, hooks: list[tuple[Phase, Hook]]) -> None:
         self._app = app
         # A snapshot (hooks declared after the start wait for the next), each hook's
         # shape read from its signature here, before any of them runs.
@@ -221,7 +211,7 @@ class Lifespan:
             await _run_shutdown(self._app, undo)
 
 
-async def _run_shutdown(app: App, hooks: list[_Declared], after: str | None = None) -> None:
+async def _run_shutdown(app: ServedApp, hooks: list[_Declared], after: str | None = None) -> None:
     for declared in reversed(hooks):
         try:
             await declared.call(app)

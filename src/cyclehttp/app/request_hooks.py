@@ -32,25 +32,20 @@ sync handler does not become a task.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cyclehttp.app.error_handlers import ErrorHandlerFailed, ErrorHandlers, to_response
-from cyclehttp.app.lifespan import hook_name, is_async_callable
+from cyclehttp.app.lifespan import hook_name
 from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.targets import ErrorAnswer, HandlerTarget, is_async_callable
 from cyclehttp.errors import HTTPError
+from cyclehttp.types import AfterHook, BeforeHook, Handler
 
 if TYPE_CHECKING:
     from cyclehttp.cycle.request import Request
-    from cyclehttp.cycle.router import Handler
 
-__all__ = ["AfterHook", "BeforeHook", "raise_status", "wrap_handler"]
-
-BeforeHook = Callable[["Request"], Any] | Callable[["Request"], Awaitable[Any]]
-"""``def hook(request)``: None to go on, or a result that answers the request."""
-
-AfterHook = Callable[["Request", Response], Response | Awaitable[Response | None] | None]
-"""``def hook(request, response)``: a new ``Response``, or None to keep ``response``."""
+__all__ = ["error_answer", "raise_status", "wrap_handler"]
 
 
 def raise_status(status: int, headers: Sequence[tuple[str, str]] | None = None) -> Handler:
@@ -60,6 +55,18 @@ def raise_status(status: int, headers: Sequence[tuple[str, str]] | None = None) 
         raise HTTPError(status, headers=headers)
 
     answer.__qualname__ = f"<{status} answer>"
+    return answer
+
+
+def error_answer(errors: ErrorHandlers) -> ErrorAnswer:
+    """The router's 404 and 405 for an app with error handlers: a handler target that raises the
+    ``HTTPError`` for them to answer, when one takes that status (else None: pre-rendered)."""
+
+    def answer(status: int, headers: list[tuple[str, str]] | None) -> HandlerTarget | None:
+        if not errors.handles(status):
+            return None
+        return HandlerTarget(wrap_handler(raise_status(status, headers), errors=errors))
+
     return answer
 
 

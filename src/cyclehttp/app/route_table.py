@@ -17,9 +17,11 @@ from typing import Final
 
 from cyclehttp.app.application import App
 from cyclehttp.clock.stats import ANY_METHOD
+from cyclehttp.cycle.prerendered import StaticResponse
 from cyclehttp.cycle.request import Request
-from cyclehttp.cycle.response import Response, StaticResponse
-from cyclehttp.cycle.router import NOT_FOUND_INDEX, SERVER_WIDE, HandlerTarget, PathEntry, Target
+from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.router import NOT_FOUND_INDEX, SERVER_WIDE, PathEntry
+from cyclehttp.cycle.targets import HandlerTarget, Target
 
 __all__ = ["WIDTH", "describe_target", "format_routes", "format_size"]
 

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-if TYPE_CHECKING:
-    from cyclehttp.cycle.request import Request
-
-__all__ = ["ACCESS_LOGGER", "AccessLog", "escape", "format_time"]
+__all__ = ["ACCESS_LOGGER", "AccessLog", "LoggedRequest", "escape", "format_time"]
 
 ACCESS_LOGGER: Final = "cyclehttp.access"
 
@@ -53,6 +50,20 @@ def format_time(seconds: float) -> str:
     )
 
 
+class LoggedRequest(Protocol):
+    """What a log line shows of a request: a ``cyclehttp.Request`` is one."""
+
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    http_version: str
+    raw_headers: list[tuple[bytes, bytes]]
+
+    def log_client(self, peer: str) -> str:
+        """The client field: ``peer``, or the client a trusted proxy named."""
+        ...
+
+
 class AccessLog:
     """Writes access-log lines; the time field is formatted once per second, not per line."""
 
@@ -63,7 +74,7 @@ class AccessLog:
         self._second = -1
         self._time = ""
 
-    def log(self, client: str, request: Request | None, status: int, size: int, start_ns: int) -> None:
+    def log(self, client: str, request: LoggedRequest | None, status: int, size: int, start_ns: int) -> None:
         """Log one response; ``start_ns`` is the request's first-byte clock (0: no request read)."""
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
@@ -72,7 +83,7 @@ class AccessLog:
         logger.info("%s", self.line(client, request, status, size, elapsed))
 
     def line(
-        self, client: str, request: Request | None, status: int, size: int, elapsed: float | None
+        self, client: str, request: LoggedRequest | None, status: int, size: int, elapsed: float | None
     ) -> str:
         """The log line for one response (without logging it)."""
         now = time.time()
@@ -83,7 +94,7 @@ class AccessLog:
         if request is None:
             request_line = referer = agent = "-"
         else:
-            client = request._log_client(client)  # behind a trusted proxy: the client it names
+            client = request.log_client(client)  # behind a trusted proxy: the client it names
             target = request.raw_path.decode("latin-1")
             query = request.query_string
             if query:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 from cyclehttp.clock.histogram import HistogramSnapshot, LogHistogram
 
 if TYPE_CHECKING:
-    from cyclehttp.cycle.router import Router
+    from cyclehttp.types import RouteCounts
 
 __all__ = [
     "EXPECTATION_FAILED",
@@ -146,7 +146,7 @@ class Stats:
     )
 
     def __init__(self) -> None:
-        self._router: Router | None = None
+        self._router: RouteCounts | None = None
         self.connection_lifetime = LogHistogram()
         self.request_latency = LogHistogram()
         self.handler_time = LogHistogram()
@@ -173,7 +173,7 @@ class Stats:
         for histogram in (self.connection_lifetime, self.request_latency, self.handler_time):
             histogram.reset()
 
-    def attach(self, router: Router) -> None:
+    def attach(self, router: RouteCounts) -> None:
         """Read request counts from ``router``'s targets (the server serving from it calls this)."""
         self._router = router
         self.started_at = time.time()

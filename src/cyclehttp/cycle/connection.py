@@ -78,29 +78,23 @@ from httptools import (
     parse_url,
 )
 
-from cyclehttp.app.error_handlers import default_error_response
 from cyclehttp.clock.histogram import FAST_INDEX, FAST_SHIFT
 from cyclehttp.clock.stats import EXPECTATION_FAILED, METHOD_NOT_IMPLEMENTED, PARSE_ERROR
-from cyclehttp.cycle.proxy import ProxyContext, trusted_proxies
+from cyclehttp.cycle.context import ConnectionContext
+from cyclehttp.cycle.prerendered import StaticResponse
 from cyclehttp.cycle.request import Request
-from cyclehttp.cycle.response import (
-    CLOSE,
-    KEEP_ALIVE,
-    KEEP_ALIVE_HTTP10,
-    Response,
-    StaticResponse,
-    error_response,
-    render_result,
-)
-from cyclehttp.cycle.router import ASTERISK, HandlerTarget
+from cyclehttp.cycle.response import Response, error_response, render_result
+from cyclehttp.cycle.router import ASTERISK
+from cyclehttp.cycle.server_state import ServerState
 from cyclehttp.cycle.streams import BodySender, LongResponse
+from cyclehttp.cycle.targets import HandlerTarget
 from cyclehttp.cycle.uploads import STREAM_BUFFER, BodyStream, StreamingRequest
+from cyclehttp.cycle.wire import CLOSE, KEEP_ALIVE, KEEP_ALIVE_HTTP10
 from cyclehttp.errors import ClientDisconnected, HTTPError
 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-    from cyclehttp.serving.server import ServerState
 
 __all__ = ["HttpProtocol"]
 
@@ -203,6 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         "_close_after_flush",
         "_conditions",
         "_connection_header",
+        "_context",
         "_continue_pending",
         "_draining",
         "_ending",
@@ -237,7 +232,6 @@ class HttpProtocol(asyncio.Protocol):
         "_query",
         "_queue",
         "_read_ns",
-        "_request_transport",
         "_server",
         "_since",
         "_started_ns",
@@ -277,7 +271,7 @@ class HttpProtocol(asyncio.Protocol):
         self._batch = 0
         self._state = IDLE
         self._transport: asyncio.Transport | None = None
-        self._request_transport: asyncio.BaseTransport | ProxyContext | None = None
+        self._context: ConnectionContext | None = None  # what its Requests share; connection_made
         self._parser = HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._out: list[bytes] = []
@@ -325,14 +319,8 @@ class HttpProtocol(asyncio.Protocol):
         self._started_ns = monotonic_ns()
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         server = self._server
-        # What Requests get as their transport: with proxy headers on, a stand-in that
-        # also knows whom to trust, built once per connection (nothing per request).
         config = server.config
-        self._request_transport = (
-            ProxyContext(transport, trusted_proxies(config.forwarded_allow_ips))
-            if config.proxy_headers
-            else transport
-        )
+        self._context = ConnectionContext(transport, config, server.app)
         self._stats.connections_accepted += 1
         if self._access is not None:
             self._peer = _peer_host(transport)
@@ -678,7 +666,7 @@ class HttpProtocol(asyncio.Protocol):
                     b"",
                     self._params,
                     version,
-                    self._request_transport,
+                    self._context,
                 )
             entry = (target, request, CLOSE, self._head, self._begin_ns)
             if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
@@ -705,7 +693,7 @@ class HttpProtocol(asyncio.Protocol):
             stream,
             self._params,
             self._version,
-            self._request_transport,
+            self._context,
         )
         entry = (target, request, self._mode, self._head, self._begin_ns)
         if self._busy is None and not self._queue and not self._paused & _PAUSED_WRITE:
@@ -804,7 +792,7 @@ class HttpProtocol(asyncio.Protocol):
                 b"".join(body),  # type: ignore[arg-type]
                 self._params,
                 self._version,
-                self._request_transport,
+                self._context,
             )
             if trailers is not None:
                 request.raw_trailers = trailers
@@ -1206,15 +1194,14 @@ class HttpProtocol(asyncio.Protocol):
             mode = CLOSE
         accept = None if request is None else request.headers.get("accept")
         if isinstance(exc, HTTPError):
-            return default_error_response(exc.status, exc.detail, exc.headers, accept).render(mode, head)
+            return error_response(exc.status, exc.detail, exc.headers, accept=accept).render(mode, head)
         self._stats.handler_exceptions += 1
         error_log.error("handler %s failed", target.name, exc_info=exc)
-        app = self._server.app
-        debug = self._server.config.debug or (app is not None and app.debug)
+        debug = self._server.config.debug
         if accept is None and not debug:
             return _INTERNAL_ERROR.render(mode, head)
         trace = "".join(traceback.format_exception(exc)) if debug else None
-        return default_error_response(500, None, None, accept, trace).render(mode, head)
+        return error_response(500, accept=accept, trace=trace).render(mode, head)
 
     def _sent(self, mode: int, size: int, start: int) -> None:
         """Account one answer put in ``_out``; ``start`` 0: its latency is recorded already."""

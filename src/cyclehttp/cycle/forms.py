@@ -32,22 +32,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from tempfile import SpooledTemporaryFile
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final, Protocol
 from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from cyclehttp.config import DEFAULTS, Config
-from cyclehttp.cycle.request import Headers, _MultiMapping
+from cyclehttp.config import Config
+from cyclehttp.cycle.mappings import Headers, MultiMapping
 from cyclehttp.errors import HTTPError
 
-if TYPE_CHECKING:
-    from cyclehttp.cycle.request import Request
-
-__all__ = ["MAX_PART_HEADER_SIZE", "SPOOL_SIZE", "FormData", "UploadFile", "read_form"]
+__all__ = ["MAX_PART_HEADER_SIZE", "SPOOL_SIZE", "FormData", "FormSource", "UploadFile", "read_form"]
 
 # An upload up to this size stays in memory, beyond it goes to a temporary file
 # (Starlette's UploadFile spools at 1 MiB too).
@@ -109,7 +106,7 @@ class UploadFile:
         return f"<UploadFile {self.filename!r} {self.content_type!r} {self.size} bytes>"
 
 
-class FormData(_MultiMapping):
+class FormData(MultiMapping):
     """The form's text fields (``form["name"]``, ``get``, ``getall``) and ``files``.
 
     ``files`` maps a field name to its ``UploadFile``s, in the order received.
@@ -128,13 +125,6 @@ class FormData(_MultiMapping):
         for uploads in self.files.values():
             for upload in uploads:
                 upload.close()
-
-
-def _config(request: Request) -> Config:
-    source = request._transport
-    protocol = source.get_protocol() if source is not None else None
-    config = getattr(getattr(protocol, "_server", None), "config", None)
-    return config if isinstance(config, Config) else DEFAULTS
 
 
 def _field_name(raw: bytes, what: str) -> str:
@@ -289,22 +279,24 @@ class _MultipartReader:
         self.ended = True
 
 
-async def _chunks(request: Request) -> AsyncIterator[bytes]:
-    from cyclehttp.cycle.uploads import StreamingRequest
+class FormSource(Protocol):
+    """What ``read_form`` reads: a ``Request`` (or a ``StreamingRequest``) is one."""
 
-    if isinstance(request, StreamingRequest) and request._read_body is None:
-        async for chunk in request.stream():
-            yield chunk
-    else:
-        yield request.body
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    def body_chunks(self) -> AsyncIterator[bytes]: ...
 
 
-async def read_form(request: Request) -> FormData:
+async def read_form(request: FormSource) -> FormData:
     """Parse ``request``'s body as a form (see the module's docstring); ``Request.form()`` calls it."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
-    config = _config(request)
+    config = request.config
     if content_type == b"application/x-www-form-urlencoded":
-        body = b"".join([chunk async for chunk in _chunks(request)])
+        body = b"".join([chunk async for chunk in request.body_chunks()])
         return parse_urlencoded(body, config.max_form_fields, config.max_form_field_size)
     if content_type != b"multipart/form-data":
         raise HTTPError(
@@ -320,7 +312,7 @@ async def read_form(request: Request) -> FormData:
     reader = _MultipartReader(boundary, config)
     form = FormData([], reader.files)
     try:
-        async for chunk in _chunks(request):
+        async for chunk in request.body_chunks():
             reader.parser.write(chunk)
         reader.parser.finalize()
         if not reader.ended:

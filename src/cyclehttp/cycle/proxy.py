@@ -37,28 +37,19 @@ ignored field by field: the client is then the socket's peer, the scheme
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    import asyncio
+from cyclehttp.config import IPAddress, TrustedProxies, ip_address, trusted_proxies
 
-__all__ = ["MAX_FORWARDED_HOPS", "ProxyContext", "TrustedProxies", "resolve", "trusted_proxies"]
+__all__ = ["MAX_FORWARDED_HOPS", "Client", "TrustedProxies", "parse_forwarded", "resolve", "trusted_proxies"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Client = tuple[str, int] | None
 
 # The walk looks at no more than this many entries from the right. A real
 # chain has a handful of proxies; a longer run of trusted entries is a
 # forgery or a loop, and the socket's peer is used instead.
 MAX_FORWARDED_HOPS: Final = 32
-
-# The literal entry of forwarded_allow_ips that trusts peers on a Unix socket
-# (they have no address to match; the socket file's permissions say who may connect).
-UNIX: Final = "unix"
 
 # RFC 9110 token characters, the unquoted value of a Forwarded parameter.
 _TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
@@ -79,114 +70,6 @@ _OBFUSCATED: Final = re.compile(r"_[A-Za-z0-9._-]+")
 _HOST: Final = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _MAX_HOST: Final = 255
 _SCHEMES: Final = {"http": "http", "https": "https"}
-
-
-class TrustedProxies:
-    """The parsed ``forwarded_allow_ips``: which direct peers may speak for a client.
-
-    ``spec`` is comma-separated IPv4/IPv6 addresses and CIDR networks,
-    ``*`` (any peer, Unix sockets included) and ``unix`` (peers on a Unix
-    socket). Raises ``ValueError`` naming the entry that is none of these.
-    IPv4-mapped IPv6 peers (``::ffff:127.0.0.1``, on a dual-stack socket)
-    match their IPv4 entries.
-    """
-
-    __slots__ = ("_addresses", "_networks", "spec", "trust_all", "trust_unix")
-
-    def __init__(self, spec: str) -> None:
-        if not isinstance(spec, str):
-            raise ValueError(f"forwarded_allow_ips must be a str, got {spec!r}")
-        self.spec = spec
-        self.trust_all = False
-        self.trust_unix = False
-        self._addresses: set[IPAddress] = set()
-        self._networks: list[IPNetwork] = []
-        entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
-        if not entries:
-            raise ValueError(
-                "forwarded_allow_ips is empty: name the proxy's address, e.g. '127.0.0.1', or '*'"
-            )
-        for entry in entries:
-            if entry == "*":
-                self.trust_all = self.trust_unix = True
-            elif entry.lower() == UNIX:
-                self.trust_unix = True
-            elif "/" in entry:
-                self._networks.append(_parse_network(entry))
-            else:
-                try:
-                    self._addresses.add(_unmapped(ipaddress.ip_address(entry)))
-                except ValueError:
-                    raise ValueError(
-                        f"forwarded_allow_ips: {entry!r} is not an IP address or network "
-                        "(host names are not resolved); use e.g. '127.0.0.1,10.0.0.0/8', 'unix' or '*'"
-                    ) from None
-
-    def trusts(self, address: IPAddress) -> bool:
-        """True when ``address`` is one of the trusted proxies."""
-        if self.trust_all:
-            return True
-        address = _unmapped(address)
-        if address in self._addresses:
-            return True
-        return any(address in network for network in self._networks)
-
-    def trusts_peer(self, peer: Any) -> bool:
-        """True when a socket's ``peername`` (a tuple for TCP, a str for Unix) is trusted."""
-        if not isinstance(peer, tuple):
-            return self.trust_unix
-        if self.trust_all:
-            return True
-        address = _ip(str(peer[0])) if peer else None
-        return address is not None and self.trusts(address)
-
-    def __repr__(self) -> str:
-        return f"TrustedProxies({self.spec!r})"
-
-
-@functools.lru_cache(maxsize=32)
-def trusted_proxies(spec: str) -> TrustedProxies:
-    """The ``TrustedProxies`` of ``spec``, parsed once per distinct value (Config and every connection)."""
-    return TrustedProxies(spec)
-
-
-class ProxyContext:
-    """Stands in for the transport in the Requests of a connection that honours proxy headers.
-
-    Built once per connection (only when ``proxy_headers`` is on), so a
-    Request learns whom to trust without a per-request cost when it is off.
-    The peer's address and whether it is trusted are looked up once per
-    connection, the first time a request asks.
-    """
-
-    __slots__ = ("_peer", "_peer_trusted", "_transport", "trusted")
-
-    def __init__(self, transport: asyncio.BaseTransport | None, trusted: TrustedProxies) -> None:
-        self._transport = transport
-        self.trusted = trusted
-        self._peer: Client | bool = False
-        self._peer_trusted = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The transport's extra info (the transport API, for code that expects one)."""
-        return self._transport.get_extra_info(name, default) if self._transport else default
-
-    def get_protocol(self) -> asyncio.BaseProtocol | None:
-        """The transport's protocol (``request.app`` finds the server through it)."""
-        return self._transport.get_protocol() if self._transport else None
-
-    def peer(self) -> tuple[Client, bool]:
-        """The socket's peer as ``(host, port)`` (None on a Unix socket) and whether it is trusted."""
-        if self._peer is False:
-            raw = self.get_extra_info("peername")
-            self._peer = (str(raw[0]), int(raw[1])) if isinstance(raw, tuple) and len(raw) >= 2 else None
-            self._peer_trusted = self.trusted.trusts_peer(raw)
-        return self._peer, self._peer_trusted  # type: ignore[return-value]
-
-    def resolve(self, raw_headers: list[tuple[bytes, bytes]]) -> tuple[Client, str, str]:
-        """``(client, scheme, host)`` of a request on this connection."""
-        peer, trusted = self.peer()
-        return resolve(self.trusted, peer, trusted, raw_headers)
 
 
 def resolve(
@@ -354,7 +237,7 @@ def _address_and_port(text: str) -> tuple[IPAddress, int] | None:
             return None
     else:
         host = text
-    address = _ip(host)
+    address = ip_address(host)
     if address is None or (text.startswith("[") and address.version != 6):
         return None
     if not port_text:
@@ -367,35 +250,6 @@ def _port(text: str) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535:
         return None
     return int(text)
-
-
-def _ip(text: str) -> IPAddress | None:
-    if not text or not text.isascii():
-        return None
-    try:
-        return _unmapped(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
-def _unmapped(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _parse_network(entry: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(entry)
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            suggestion = ipaddress.ip_network(entry, strict=False)
-            raise ValueError(
-                f"forwarded_allow_ips: {entry!r} has host bits set; did you mean '{suggestion}'?"
-            ) from None
-        raise ValueError(
-            f"forwarded_allow_ips: {entry!r} is not an IP network; use e.g. '10.0.0.0/8' or 'fd00::/8'"
-        ) from None
 
 
 def _scheme(value: str | None) -> str | None:

@@ -9,29 +9,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote
 
-from cyclehttp.config import DEFAULT_MAX_QUERY_PAIRS
-from cyclehttp.cycle.cookies import MAX_COOKIE_PAIRS, parse_cookie_header
-from cyclehttp.cycle.proxy import ProxyContext
-from cyclehttp.cycle.response import load_orjson
+from cyclehttp.config import DEFAULTS, Config
+from cyclehttp.cycle.cookies import parse_cookie_header
+from cyclehttp.cycle.forms import FormData, read_form
+from cyclehttp.cycle.mappings import Headers, QueryParams
+from cyclehttp.cycle.wire import load_orjson
 from cyclehttp.errors import HTTPError
 
 if TYPE_CHECKING:
-    import asyncio
+    from collections.abc import AsyncIterator
 
-    from cyclehttp.app.application import App
-    from cyclehttp.cycle.forms import FormData
+    from cyclehttp.cycle.context import ConnectionContext
+    from cyclehttp.types import ServedApp
 
-__all__ = ["MAX_QUERY_PAIRS", "Headers", "QueryParams", "Request"]
-
-# The default of Config.max_query_pairs (why 1000: see config.py).
-MAX_QUERY_PAIRS: Final = DEFAULT_MAX_QUERY_PAIRS
-
-# RFC 3986 section 2.1: pct-encoded = "%" HEXDIG HEXDIG; a "%" not followed by two hex digits is invalid.
-_BAD_PERCENT_RE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+__all__ = ["Headers", "QueryParams", "Request", "parse_json"]
 
 
 _orjson: Any = load_orjson()
@@ -63,124 +57,20 @@ _METHOD_NAMES = {
 }
 
 
-class _MultiMapping(Mapping[str, str]):
-    """A read-only mapping of str to str that keeps every value of a key.
-
-    ``m[key]`` and ``m.get(key)`` give the first value; ``m.getall(key)``
-    gives all of them in order.
-    """
-
-    __slots__ = ("_index", "_items")
-
-    _items: list[tuple[str, str]]
-    _index: dict[str, list[str]]
-
-    def _build(self, items: list[tuple[str, str]], fold: bool) -> None:
-        self._items = items
-        index: dict[str, list[str]] = {}
-        for key, value in items:
-            index.setdefault(key.lower() if fold else key, []).append(value)
-        self._index = index
-
-    def _key(self, key: str) -> str:
-        return key
-
-    def __getitem__(self, key: str) -> str:
-        return self._index[self._key(key)][0]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._key(key) in self._index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def getall(self, key: str, default: list[str] | None = None) -> list[str]:
-        """Every value of ``key`` in the order received (``default`` or [] when absent)."""
-        values = self._index.get(self._key(key))
-        if values is None:
-            return [] if default is None else default
-        return list(values)
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        """All (key, value) pairs in the order received, repeats included."""
-        return list(self._items)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._items!r})"
-
-
-class Headers(_MultiMapping):
-    """Request headers: case-insensitive, multi-value aware.
-
-    Names are compared case-insensitively and iterate lower-cased; values are
-    decoded as latin-1, the way HTTP defines header bytes.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._build([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw], fold=True)
-
-    def _key(self, key: str) -> str:
-        return key.lower()
-
-
-def _query_part(raw: bytes) -> str:
-    if b"+" in raw:
-        raw = raw.replace(b"+", b" ")
-    if b"%" in raw:
-        if _BAD_PERCENT_RE.search(raw) is not None:
-            raise HTTPError(400, f"Invalid percent-encoding in the query string: {raw[:100]!r}")
-        raw = unquote_to_bytes(raw)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPError(
-            400, f"The query string is not valid UTF-8 once percent-decoded: {raw[:100]!r}"
-        ) from None
-
-
-class QueryParams(_MultiMapping):
-    """The query string as a multi-value mapping (form-urlencoded rules: ``+`` is a space).
-
-    Pairs are separated by ``&``; a key without ``=`` has the value ``""``;
-    empty pairs are skipped. Strict where ``urllib.parse.parse_qsl`` guesses:
-    a ``%`` not followed by two hex digits, bytes that are not UTF-8 once
-    decoded, or more than ``max_pairs`` pairs raise ``HTTPError(400)``, so a
-    handler reading ``request.query`` answers 400 with the reason.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, query_string: bytes | str, max_pairs: int = MAX_QUERY_PAIRS) -> None:
-        if isinstance(query_string, str):
-            query_string = query_string.encode("utf-8")
-        pieces = query_string.split(b"&", max_pairs) if query_string else []
-        if len(pieces) > max_pairs and any(pieces[max_pairs].split(b"&")):
-            raise HTTPError(400, f"Too many query parameters: more than {max_pairs}")
-        items: list[tuple[str, str]] = []
-        for piece in pieces[:max_pairs]:
-            if piece:
-                key, _, value = piece.partition(b"=")
-                items.append((_query_part(key), _query_part(value)))
-        self._build(items, fold=False)
-
-
 class Request:
     """One HTTP request, as a handler sees it.
 
     ``method``, ``params`` and ``body`` are plain attributes; ``path``,
     ``query``, ``headers``, ``client``, ``scheme`` and ``host`` are computed
-    on first use. ``transport`` is the connection's transport, or a
-    ``ProxyContext`` standing in for it when the server honours proxy headers.
-    ``app`` is the App being served (``request.app.state``).
+    on first use. ``context`` is the connection's ``ConnectionContext`` (its
+    transport, the server's config and app, whom to trust for proxy headers),
+    None for a Request built by hand. ``app`` is the App being served
+    (``request.app.state``).
     """
 
     __slots__ = (
         "_client",
+        "_context",
         "_cookies",
         "_form",
         "_headers",
@@ -188,7 +78,6 @@ class Request:
         "_path",
         "_query",
         "_scheme",
-        "_transport",
         "body",
         "http_version",
         "method",
@@ -212,7 +101,7 @@ class Request:
         body: bytes,
         params: dict[str, Any] | None,
         http_version: str,
-        transport: asyncio.BaseTransport | ProxyContext | None,
+        context: ConnectionContext | None,
     ) -> None:
         self.method: str = _METHOD_NAMES.get(method) or method.decode("ascii")
         self.raw_path = raw_path
@@ -222,7 +111,7 @@ class Request:
         self.body = body
         self.params: dict[str, Any] = params if params is not None else {}
         self.http_version = http_version
-        self._transport = transport
+        self._context = context
         self._path: str | None = None
         self._query: QueryParams | None = None
         self._headers: Headers | None = None
@@ -241,7 +130,7 @@ class Request:
     def query(self) -> QueryParams:
         """The parsed query string; ``query.getall(name)`` for repeated keys."""
         if self._query is None:
-            self._query = QueryParams(self.query_string, self._limit("max_query_pairs", MAX_QUERY_PAIRS))
+            self._query = QueryParams(self.query_string, self.config.max_query_pairs)
         return self._query
 
     @property
@@ -257,7 +146,7 @@ class Request:
             values = [
                 v.decode("latin-1") for n, v in self.raw_headers if len(n) == 6 and n.lower() == b"cookie"
             ]
-            limit = self._limit("max_cookie_pairs", MAX_COOKIE_PAIRS)
+            limit = self.config.max_cookie_pairs
             self._cookies = parse_cookie_header(values, limit) if values else {}
         return self._cookies
 
@@ -306,44 +195,35 @@ class Request:
         return self._host
 
     @property
-    def app(self) -> App:
+    def app(self) -> ServedApp:
         """The App serving this request, e.g. for ``request.app.state``.
 
-        Found on use through the connection (transport -> protocol -> server
-        state), so a request that never asks costs nothing more. Raises
-        ``RuntimeError`` for a Request no server made (one built by hand).
+        Raises ``RuntimeError`` for a Request no server made (one built by hand).
         """
-        source = self._transport
-        protocol = source.get_protocol() if source is not None else None
-        app: App | None = getattr(getattr(protocol, "_server", None), "app", None)
-        if app is None:
+        context = self._context
+        if context is None or context.app is None:
             raise RuntimeError("this Request was not made by a cyclehttp Server, so it has no app")
-        return app
+        return context.app
 
-    def _limit(self, name: str, default: int) -> int:
-        """A Config limit of the server that made this request (``default`` for one built by hand)."""
-        source = self._transport
-        protocol = source.get_protocol() if source is not None else None
-        config = getattr(getattr(protocol, "_server", None), "config", None)
-        return int(getattr(config, name, default))
+    @property
+    def config(self) -> Config:
+        """The server's ``Config`` (its limits); the defaults for a Request built by hand."""
+        return DEFAULTS if self._context is None else self._context.config
 
     def _resolve(self) -> None:
-        source = self._transport
-        if type(source) is ProxyContext:
-            self._client, self._scheme, self._host = source.resolve(self.raw_headers)
+        context = self._context
+        if context is None:
+            self._client, self._scheme, self._host = None, "http", ""
+            for name, value in self.raw_headers:
+                if len(name) == 4 and name.lower() == b"host":
+                    self._host = value.decode("latin-1").strip()
+                    break
             return
-        peer = source.get_extra_info("peername") if source is not None else None
-        self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-        self._scheme = "http"
-        self._host = ""
-        for name, value in self.raw_headers:
-            if len(name) == 4 and name.lower() == b"host":
-                self._host = value.decode("latin-1").strip()
-                break
+        self._client, self._scheme, self._host = context.resolve(self.raw_headers)
 
-    def _log_client(self, peer: str) -> str:
+    def log_client(self, peer: str) -> str:
         """The access log's client field: ``peer``, or the client a trusted proxy named."""
-        if type(self._transport) is not ProxyContext:
+        if self._context is None or self._context.trusted is None:
             return peer
         client = self.client
         return client[0] if client is not None else "-"
@@ -394,10 +274,12 @@ class Request:
         try:
             return self._form
         except AttributeError:  # not set in __init__: a request that never asks costs nothing
-            from cyclehttp.cycle.forms import read_form
-
             self._form = await read_form(self)
             return self._form
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it can be read: here whole, in one chunk; on a ``stream_body`` route as it arrives."""
+        yield self.body
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path.decode('ascii', 'replace')}>"

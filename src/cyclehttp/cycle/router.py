@@ -17,37 +17,31 @@ drops the body.
 
 from __future__ import annotations
 
-import inspect
 import re
 import string
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
-from cyclehttp.app.lifespan import is_async_callable
-from cyclehttp.app.request_hooks import raise_status, wrap_handler
 from cyclehttp.clock.stats import ANY_METHOD, OTHER_METHOD, UNMATCHED
-from cyclehttp.cycle.response import Response, StaticResponse, error_response
+from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.response import Response, error_response
+from cyclehttp.cycle.targets import ErrorAnswer, Target
 from cyclehttp.errors import RouteError
 
-if TYPE_CHECKING:
-    from cyclehttp.app.error_handlers import ErrorHandlers
-    from cyclehttp.cycle.request import Request
-
 __all__ = [
+    "ASTERISK",
     "CONVERTERS",
-    "Handler",
-    "HandlerTarget",
+    "NOT_FOUND_INDEX",
+    "SERVER_WIDE",
     "PathEntry",
     "RouteSpec",
     "Router",
-    "Target",
     "compile_pattern",
+    "normalize_method",
 ]
-
-Handler: TypeAlias = Callable[["Request"], Any] | Callable[["Request"], Awaitable[Any]]
 
 # name -> (regex over the raw, percent-encoded path, conversion of the decoded text)
 CONVERTERS: Final[dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -155,79 +149,6 @@ def normalize_method(method: str) -> str:
     return method.upper()
 
 
-class HandlerTarget:
-    """A route served by calling user code with a ``Request``."""
-
-    __slots__ = ("handler", "is_async", "name", "responses", "stream_body")
-
-    def __init__(self, handler: Handler, stream_body: bool = False) -> None:
-        self.handler = handler
-        self.is_async = is_async_callable(handler)
-        self.name = getattr(handler, "__qualname__", None) or repr(handler)
-        self.responses = [0] * 6
-        """Responses sent, by the first digit of their status."""
-        self.stream_body = stream_body
-        """Run the handler when the headers are complete; it reads the body with ``request.stream()``."""
-
-    def copy(self) -> HandlerTarget:
-        """The same handler with its own counters (each compiled router counts for itself)."""
-        return HandlerTarget(self.handler, self.stream_body)
-
-    def __repr__(self) -> str:
-        kind = "async handler" if self.is_async else "handler"
-        return f"<{kind} {self.name}>"
-
-
-Target: TypeAlias = StaticResponse | HandlerTarget
-
-
-def make_target(target: object, where: str, stream_body: bool = False) -> Target:
-    """A route target from what the user declared: a Response, data, or a handler.
-
-    ``stream_body``: the handler reads the request body as it arrives (an async handler only).
-    """
-    if stream_body:
-        if not callable(target):
-            raise RouteError(f"{where}: stream_body=True needs a handler, not {target!r}")
-        built = make_target(target, where)
-        if not isinstance(built, HandlerTarget) or not built.is_async:
-            raise RouteError(
-                f"{where}: stream_body=True needs an async handler (it reads the body with "
-                "'async for chunk in request.stream()')"
-            )
-        built.stream_body = True
-        return built
-    if isinstance(target, Response):
-        return StaticResponse(target)
-    if isinstance(target, str):
-        return StaticResponse(Response.text(target))
-    if isinstance(target, (bytes, bytearray)):
-        return StaticResponse(Response(bytes(target), content_type="application/octet-stream"))
-    if isinstance(target, (dict, list)):
-        return StaticResponse(Response.json(target))
-    if callable(target):
-        _check_handler_signature(target, where)
-        return HandlerTarget(target)
-    raise RouteError(
-        f"{where}: target {target!r} is not a Response or a handler; give a Response to serve "
-        "it as is, or a function taking the Request"
-    )
-
-
-def _check_handler_signature(handler: Callable[..., Any], where: str) -> None:
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):  # builtins without a signature: trust them
-        return
-    try:
-        signature.bind(object())
-    except TypeError:
-        raise RouteError(
-            f"{where}: handler {getattr(handler, '__qualname__', handler)!r} must accept exactly "
-            f"one positional argument, the Request (its signature is {signature})"
-        ) from None
-
-
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     """One declared route: method, compiled path pattern and target."""
@@ -271,7 +192,7 @@ class Router:
 
     __slots__ = (
         "_combined_405",
-        "_errors",
+        "_error_answer",
         "dynamic",
         "labels",
         "not_found",
@@ -280,10 +201,10 @@ class Router:
         "targets",
     )
 
-    def __init__(self, routes: Iterable[RouteSpec], errors: ErrorHandlers | None = None) -> None:
-        # The 404 and 405 are pre-rendered unless an error handler takes their status:
-        # then they are handler targets that raise the HTTPError for it to answer.
-        self._errors = errors
+    def __init__(self, routes: Iterable[RouteSpec], error_answer: ErrorAnswer | None = None) -> None:
+        # The 404 and 405 are pre-rendered unless the app's error handlers take their status:
+        # then error_answer gives a handler target that raises the HTTPError for them to answer.
+        self._error_answer = error_answer
         self.not_found = self._error_target(404)
         self.targets: list[Target] = [self.not_found]
         self.labels: list[tuple[str, str]] = [(ANY_METHOD, UNMATCHED)]
@@ -335,10 +256,8 @@ class Router:
     def _error_target(self, status: int, allow: str | None = None) -> Target:
         """The 404 (``allow`` None) or a 405 with ``Allow``: pre-rendered, or a handler target."""
         headers = None if allow is None else [("Allow", allow)]
-        errors = self._errors
-        if errors is None or not errors.handles(status):
-            return StaticResponse(error_response(status, headers=headers))
-        return HandlerTarget(wrap_handler(raise_status(status, headers), errors=errors))
+        handled = None if self._error_answer is None else self._error_answer(status, headers)
+        return StaticResponse(error_response(status, headers=headers)) if handled is None else handled
 
     def _add(self, target: Target, method: str, route: str) -> int:
         self.targets.append(target)

@@ -24,16 +24,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from cyclehttp.cycle.response import (
+from cyclehttp.cycle.wire import (
     CLOSE,
     CONNECTION_LINES,
     DATE,
     OCTET_STREAM,
     STATUS_LINES,
     HeadersLike,
-    _has_no_body,
-    _header_items,
-    _validate_header,
+    has_no_body,
+    header_items,
+    validate_header,
 )
 
 if TYPE_CHECKING:
@@ -84,11 +84,11 @@ class LongResponse:
 
 def header_block(headers: HeadersLike | None, content_type: str | None) -> tuple[tuple[str, str], ...]:
     """Validated header items, with ``content_type`` first unless the headers name one."""
-    items = _header_items(headers)
+    items = header_items(headers)
     if content_type is not None and not any(name.lower() == "content-type" for name, _ in items):
         items.insert(0, ("Content-Type", content_type))
     for name, value in items:
-        _validate_header(name, value)
+        validate_header(name, value)
     return tuple(items)
 
 
@@ -139,7 +139,7 @@ class StreamingResponse(LongResponse):
             )
         if status not in STATUS_LINES:
             raise ValueError(f"unknown HTTP status {status!r}; use a registered status code")
-        if _has_no_body(status):
+        if has_no_body(status):
             raise ValueError(f"a {status} response cannot have a body; return a Response instead")
         self.status = status
         self.headers = header_block(headers, content_type)

@@ -19,10 +19,13 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from cyclehttp.cycle.request import Headers, Request
+from cyclehttp.cycle.mappings import Headers
+from cyclehttp.cycle.request import Request
 
 if TYPE_CHECKING:
-    from cyclehttp.cycle.proxy import ProxyContext
+    from collections.abc import AsyncIterator
+
+    from cyclehttp.cycle.context import ConnectionContext
 
 __all__ = ["STREAM_BUFFER", "BodyStream", "StreamingRequest"]
 
@@ -161,11 +164,11 @@ class StreamingRequest(Request):
         stream: BodyStream,
         params: dict[str, Any] | None,
         http_version: str,
-        transport: asyncio.BaseTransport | ProxyContext | None,
+        context: ConnectionContext | None,
     ) -> None:
         self._stream = stream
         self._read_body: bytes | None = None
-        super().__init__(method, raw_path, query_string, raw_headers, b"", params, http_version, transport)
+        super().__init__(method, raw_path, query_string, raw_headers, b"", params, http_version, context)
 
     @property
     def body(self) -> bytes:
@@ -204,6 +207,14 @@ class StreamingRequest(Request):
                 "('await request.read()' or 'async for chunk in request.stream()')"
             )
         return Headers(self._stream.trailers)
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (what ``read()`` has read already, in one chunk)."""
+        if self._read_body is not None:
+            yield self._read_body
+            return
+        async for chunk in self._stream:
+            yield chunk
 
     async def read(self) -> bytes:
         """The rest of the body, whole (at most ``max_body_size`` bytes); also sets ``request.body``."""

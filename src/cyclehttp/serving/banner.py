@@ -34,7 +34,7 @@ def module_version(name: str) -> str:
 
 def speedups() -> str:
     """``uvloop 0.23.0, httptools 0.9.0, brotli: yes``: the native parts in use."""
-    from cyclehttp.cycle.response import _brotli
+    from cyclehttp.cycle.prerendered import _brotli
 
     brotli = "yes" if _brotli is not None else "no"
     return f"uvloop {module_version('uvloop')}, httptools {module_version('httptools')}, brotli: {brotli}"

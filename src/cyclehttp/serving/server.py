@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from cyclehttp.clock.accesslog import AccessLog
 from cyclehttp.clock.metrics_page import CONTENT_TYPE, render_metrics
 from cyclehttp.clock.stats import Stats, StatsSnapshot, format_duration
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
 from cyclehttp.cycle.request import Request
-from cyclehttp.cycle.response import DATE, Response
-from cyclehttp.cycle.router import HandlerTarget, Router
+from cyclehttp.cycle.response import Response
+from cyclehttp.cycle.server_state import ServerState
+from cyclehttp.cycle.targets import HandlerTarget
+from cyclehttp.cycle.wire import DATE
 from cyclehttp.errors import StartupError
 from cyclehttp.serving.banner import startup_line
 
@@ -43,36 +44,12 @@ logger = logging.getLogger("cyclehttp")
 error_log = logging.getLogger("cyclehttp.error")
 
 
-class ServerState:
-    """What every connection of one server shares."""
-
-    __slots__ = ("access_log", "app", "config", "connections", "draining", "loop", "router", "stats")
-
-    def __init__(
-        self,
-        router: Router,
-        config: Config,
-        stats: Stats,
-        loop: asyncio.AbstractEventLoop,
-        app: App | None = None,
-    ) -> None:
-        self.app = app
-        """The app served (``request.app``); None only for protocol tests that build a state by hand."""
-        self.router = router
-        self.config = config
-        self.stats = stats
-        self.loop = loop
-        self.access_log = AccessLog() if config.access_log else None
-        self.connections: set[HttpProtocol] = set()
-        self.draining = False
-
-
 class Server:
     """One app served on one event loop."""
 
     def __init__(self, app: App, config: Config | None = None, *, run_hooks: bool = True) -> None:
         self.app = app
-        self.config = config or Config()
+        self.config = (config or Config()).merged_with_app(metrics_path=app.metrics_path, debug=app.debug)
         self.run_hooks = run_hooks
         """False: ``start``/``shutdown`` leave the app's hooks alone, for a host that runs several
         servers in one process and the hooks once around them all (the gunicorn worker)."""
@@ -139,7 +116,7 @@ class Server:
     def _prepare(self) -> ServerState:
         """Compile the routes and make the state the connections share: what can fail before a hook runs."""
         router = self.app.compile()
-        metrics_path = self.config.metrics_path or self.app.metrics_path
+        metrics_path = self.config.metrics_path
         if metrics_path is not None:
             router.add_internal(metrics_path, HandlerTarget(self._metrics_page))
         self.stats.attach(router)

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 from cyclehttp.clock.shared import SharedStats, WorkerSlot
 from cyclehttp.config import Config
-from cyclehttp.cycle.router import HandlerTarget
+from cyclehttp.cycle.targets import HandlerTarget
 from cyclehttp.serving.banner import startup_line
 from cyclehttp.serving.listeners import close_listeners, open_listeners
 
@@ -356,7 +356,7 @@ async def _serve_worker(
 def _check_routes(app: App, config: Config) -> None:
     """Fail in the supervisor, before forking, on what would make every worker fail (RouteError)."""
     router = app.compile()
-    metrics_path = config.metrics_path or app.metrics_path
+    metrics_path = config.merged_with_app(metrics_path=app.metrics_path, debug=app.debug).metrics_path
     if metrics_path is not None:
 
         def unused(request: Request) -> Response:  # pragma: no cover - never served
