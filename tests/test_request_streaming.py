@@ -19,7 +19,7 @@ import os
 import pytest
 
 from cyclehttp import App, ClientDisconnected, HTTPError, Request, Response, RouteError
-from cyclehttp.cycle.uploads import STREAM_BUFFER
+from cyclehttp.cycle.request_stream import STREAM_BUFFER
 from tests.serverside import the_connection, wait_for
 
 _PAUSED_BODY = 4

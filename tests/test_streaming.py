@@ -21,7 +21,7 @@ import pytest
 
 from cyclehttp import App, Request, Response
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.cycle.streams import StreamingResponse
+from cyclehttp.cycle.response_stream import StreamingResponse
 from tests.serverside import small_window_connection, the_connection, wait_for
 
 HIGH_WATER = 64 * 1024

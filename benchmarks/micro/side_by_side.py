@@ -36,14 +36,23 @@ CASES = {
 CHILD = r"""
 import asyncio, json, sys, timeit
 import uvloop
-from cyclehttp.app.application import App
-from cyclehttp.config import Config
-from cyclehttp.clock.stats import Stats
-from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.cycle.server_state import ServerState
+try:  # the layered package
+    from cyclehttp.app.application import App
+    from cyclehttp.clock.stats import Stats
+    from cyclehttp.config import Config
+    from cyclehttp.cycle.connection import HttpProtocol
+    from cyclehttp.cycle.server_state import ServerState
+except ImportError:  # a tree from before the layers
+    from cyclehttp.app import App
+    from cyclehttp.config import Config
+    from cyclehttp.metrics import Stats
+    from cyclehttp.protocol import HttpProtocol
+    from cyclehttp.server import ServerState
 from examples.hello import routes
 
+
 class NullTransport:
+    # Not cyclehttp.testing.fake_transport: this must run against trees that predate it.
     def write(self, data): pass
     def writelines(self, data): pass
     def get_extra_info(self, name, default=None): return ("127.0.0.1", 1) if name == "peername" else default
@@ -51,6 +60,7 @@ class NullTransport:
     def resume_reading(self): pass
     def is_closing(self): return False
     def close(self): pass
+
 
 cases = json.loads(sys.argv[1])
 loop = uvloop.new_event_loop()

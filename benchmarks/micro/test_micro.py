@@ -23,6 +23,7 @@ from cyclehttp.cycle.connection import HttpProtocol
 from cyclehttp.cycle.prerendered import StaticResponse
 from cyclehttp.cycle.response import Response
 from cyclehttp.cycle.server_state import ServerState
+from cyclehttp.testing.fake_transport import FakeTransport
 from examples.hello import routes
 
 GET_ROOT = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
@@ -38,28 +39,6 @@ GET_TEXT_304 = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nIf-None-Match: " 
 GET_TEXT_GZIP = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nAccept-Encoding: gzip\r\n\r\n"
 
 
-class NullTransport:
-    """Accepts everything, writes nowhere: the protocol's own cost is what remains."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = uvloop.new_event_loop()
@@ -72,7 +51,7 @@ def connection(loop: asyncio.AbstractEventLoop, app_routes: Any = routes, **opti
     stats = Stats()
     stats.attach(router)
     protocol = HttpProtocol(ServerState(router, Config(**options), stats, loop))
-    protocol.connection_made(NullTransport())  # type: ignore[arg-type]
+    protocol.connection_made(FakeTransport(record=False))
     return protocol
 
 

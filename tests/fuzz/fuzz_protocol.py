@@ -22,6 +22,7 @@ from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
 from cyclehttp.cycle.server_state import ServerState
+from cyclehttp.testing.fake_transport import FakeTransport
 from cyclehttp.testing.rawclient import MalformedResponse, RawConnection, RawResponse
 
 ALLOWED_STATUSES = frozenset({200, 400, 404, 405, 408, 413, 414, 431, 500, 501, 505})
@@ -55,57 +56,6 @@ ROUTES: list[tuple[str, str, Any]] = [
 ]
 # Small limits, so that short inputs reach 413, 414 and 431.
 CONFIG = Config(max_header_size=512, max_url_length=128, max_body_size=256, max_pipelined_requests=4)
-
-
-class FakeTransport(asyncio.Transport):
-    """Collects what the protocol writes and records every call it makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.eof_written = False
-        self.reading = True
-        self.calls: list[str] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.closed or self.eof_written:
-            after = "close" if self.closed else "write_eof"
-            raise AssertionError(f"write after {after}: {bytes(data)[:80]!r}")
-        self.written += data
-
-    def close(self) -> None:
-        self.calls.append("close")
-        self.closed = True
-
-    def abort(self) -> None:
-        self.calls.append("abort")
-        self.closed = self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.calls.append("write_eof")
-        self.eof_written = True
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause_reading")
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume_reading")
-        self.reading = True
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
 
 class _InternalErrors(logging.Handler):

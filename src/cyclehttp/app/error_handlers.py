@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from cyclehttp.app.lifespan import check_callable
 from cyclehttp.cycle.response import Response
-from cyclehttp.cycle.streams import LongResponse
+from cyclehttp.cycle.response_stream import LongResponse
 from cyclehttp.cycle.wire import HeadersLike, json_bytes
 from cyclehttp.errors import HTTPError
 from cyclehttp.types import ErrorHandler

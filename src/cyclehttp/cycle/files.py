@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 from urllib.parse import quote
 
 from cyclehttp.cycle.ranges import UNSATISFIABLE, http_date_seconds, if_range_matches, parse_range
-from cyclehttp.cycle.streams import BodySender, BodySink, LongResponse, header_block, render_block
+from cyclehttp.cycle.response_stream import BodySender, BodySink, LongResponse, header_block, render_block
 from cyclehttp.cycle.wire import CONNECTION_LINES, DATE, OCTET_STREAM, STATUS_LINES, HeadersLike
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cyclehttp.cycle.cookies import SameSite, set_cookie_header
 from cyclehttp.cycle.files import FileResponse
 from cyclehttp.cycle.negotiation import prefers_json
-from cyclehttp.cycle.streams import StreamingResponse
+from cyclehttp.cycle.response_stream import StreamingResponse
 from cyclehttp.cycle.wire import (
     APPLICATION_JSON,
     BYTES_BLOCK,

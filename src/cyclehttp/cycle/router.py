@@ -297,9 +297,10 @@ class Router:
         entry = self.static.get(path)
         if entry is not None:
             return entry.methods.get(method, entry.not_allowed), None
-        return self._lookup_dynamic(method, path)
+        return self.lookup_pattern(method, path)
 
-    def _lookup_dynamic(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
+    def lookup_pattern(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
+        """``lookup`` without the exact-path table: the connection has looked there already."""
         escaped = _PERCENT_SIGN in path  # an int: much cheaper than a bytes needle
         if escaped:
             # An escaped slash stays inside its segment, as for dynamic routes: "/a%2Fb" is

@@ -1,223 +1,164 @@
-"""Request bodies read as they arrive: ``request.stream()`` on a ``stream_body`` route.
+"""``UploadHandling``: request bodies read while their handler runs, and ``Expect: 100-continue``.
 
-The protocol feeds a ``BodyStream`` from ``on_body`` (it stands where the
-buffered route's list of chunks stands, so the parser callbacks do not change)
-and the handler, already running, takes the chunks. The stream holds at most
-``STREAM_BUFFER`` bytes before the protocol stops reading from the client;
-taking chunks below half of that reads again. So an upload of any size costs
-about that much memory per connection.
+A ``stream_body`` route's handler runs at ``on_headers_complete`` (or queues
+there, in order): the connection's ``_body`` is then a ``BodyStream`` that
+``on_body`` appends to like the buffered list, so the callbacks do not branch.
+The stream holds ``STREAM_BUFFER`` bytes before reading pauses (``PAUSED_BODY``);
+the handler taking chunks resumes it. A limit, timeout or parse error while it
+is read fails the stream with ``HTTPError`` and the server answers that status
+(``_fail``), dropping the handler's answer; the client leaving fails it with
+``ClientDisconnected`` and the handler ends by itself. A handler that returns
+before the body is all in answers with ``Connection: close`` and a lingering
+close. The request is the busy task until its handler returns, so requests
+pipelined after it queue as behind any async handler.
 
-A stream ends in one of three ways: complete (the parser saw the end of the
-body), failed by the server (``HTTPError`` 413 over ``max_body_size``, 408 on
-``body_timeout``, 400 for broken framing: the server answers that status
-itself), or failed by the client leaving (``ClientDisconnected``).
+``Expect: 100-continue`` is noted in ``on_header`` and decided once the request
+is routed (``_expectation``): 417 for other expectations; a static target (404,
+405 included) answers at once and closes, the body unread; a handler route owes
+a ``100 Continue``, written in order when the body is wanted (a buffered route:
+now; a streamed one: its first read). HTTP/1.0 ignores Expect.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from time import monotonic_ns
 
-from cyclehttp.cycle.mappings import Headers
+from cyclehttp.clock.stats import EXPECTATION_FAILED
+from cyclehttp.cycle.core import CONTINUE, Refused
+from cyclehttp.cycle.failures import FailureHandling
 from cyclehttp.cycle.request import Request
+from cyclehttp.cycle.request_stream import STREAM_BUFFER, BodyStream, StreamingRequest
+from cyclehttp.cycle.states import CLOSING, PAUSED_BODY, PAUSED_QUEUE
+from cyclehttp.cycle.targets import HandlerTarget
+from cyclehttp.cycle.wire import CLOSE, KEEP_ALIVE
+from cyclehttp.errors import ClientDisconnected
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from cyclehttp.cycle.context import ConnectionContext
-
-__all__ = ["STREAM_BUFFER", "BodyStream", "StreamingRequest"]
-
-# Body bytes a stream holds before reading from the client pauses (a few socket reads).
-STREAM_BUFFER: Final = 64 * 1024
+__all__ = ["UploadHandling"]
 
 
-class BodyStream:
-    """The body of one request, chunk by chunk: an async iterator of ``bytes``.
+class UploadHandling(FailureHandling):
+    """``stream_body`` routes and ``Expect: 100-continue`` (see the module docstring)."""
 
-    ``protocol`` is the connection's ``HttpProtocol``: told when the stream is
-    over its bound (pause reading), back under it (resume), and when the
-    handler first asks for the body (``Expect: 100-continue`` is answered then).
-    """
+    __slots__ = ()
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_protocol",
-        "_started",
-        "_waiter",
-        "complete",
-        "error",
-        "received",
-        "trailers",
-    )
+    def _expectation(self, version: str, path: bytes, query: bytes) -> None:
+        """``Expect`` (RFC 9110 section 10.1.1), once the request is routed.
 
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._started = False
-        self._waiter: asyncio.Future[None] | None = None
-        self.complete = False
-        """The whole body has arrived (it may not all be read yet)."""
-        self.error: BaseException | None = None
-        """Why the body will not arrive whole; raised to the reader."""
-        self.received = 0
-        self.trailers: list[tuple[bytes, bytes]] = []
-        """The trailer fields of a chunked body, once it is ``complete``."""
-
-    # -- the protocol's side ---------------------------------------------------
-
-    def append(self, data: bytes) -> None:
-        """A piece of the body from the parser (``on_body``)."""
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self.received += len(data)
-        if self._buffered > STREAM_BUFFER:
-            self._protocol.pause_body()
-        self._wake()
-
-    def finish(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """The parser reached the end of the body (and of its trailer section, if any)."""
-        if trailers is not None:
-            self.trailers = trailers
-        self.complete = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        """The body will not arrive whole: the reader gets ``exc`` (buffered chunks are dropped)."""
-        if self.complete or self.error is not None:
-            return
-        self.error = exc
-        self._chunks.clear()
-        self._buffered = 0
-        self._wake()
-
-    @property
-    def waiting(self) -> bool:
-        """The handler is waiting for the next chunk now."""
-        return self._waiter is not None
-
-    @property
-    def buffered(self) -> int:
-        return self._buffered
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- the handler's side ----------------------------------------------------
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self.read_chunk()
-        if not chunk:
-            raise StopAsyncIteration
-        return chunk
-
-    async def read_chunk(self) -> bytes:
-        """The next piece of the body; ``b""`` at its end. Raises the stream's ``error``."""
-        if not self._started:
-            self._started = True
-            if not self.received:
-                self._protocol.send_continue()  # Expect: 100-continue: the body is wanted now
-        chunks = self._chunks
-        while not chunks:
-            if self.error is not None:
-                raise self.error
-            if self.complete:
-                return b""
-            if self._waiter is not None:
-                raise RuntimeError("request.stream() is already being read by another task")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = chunks.popleft()
-        self._buffered -= len(data)
-        if self._buffered <= STREAM_BUFFER // 2:
-            self._protocol.body_consumed()
-        return data
-
-
-class StreamingRequest(Request):
-    """The ``Request`` of a ``stream_body`` route: the body is read with ``stream()`` or ``read()``.
-
-    ``request.body`` (and ``text()``, ``json()``) work only after ``await
-    request.read()``; before that they raise ``RuntimeError``, since the body
-    has not arrived when the handler starts.
-    """
-
-    __slots__ = ("_read_body", "_stream")
-
-    def __init__(
-        self,
-        method: bytes,
-        raw_path: bytes,
-        query_string: bytes,
-        raw_headers: list[tuple[bytes, bytes]],
-        stream: BodyStream,
-        params: dict[str, Any] | None,
-        http_version: str,
-        context: ConnectionContext | None,
-    ) -> None:
-        self._stream = stream
-        self._read_body: bytes | None = None
-        super().__init__(method, raw_path, query_string, raw_headers, b"", params, http_version, context)
-
-    @property
-    def body(self) -> bytes:
-        """The body, once ``await request.read()`` has read it; ``RuntimeError`` before."""
-        if self._read_body is None:
-            raise RuntimeError(
-                "request.body is not available on a stream_body route before the body is read: "
-                "use 'async for chunk in request.stream()', or 'body = await request.read()'"
-            )
-        return self._read_body
-
-    @body.setter
-    def body(self, value: bytes) -> None:
-        if value:
-            self._read_body = value
-
-    def stream(self) -> BodyStream:
-        """The body as it arrives: ``async for chunk in request.stream(): ...``.
-
-        Raises ``HTTPError`` (413: over ``max_body_size``; 408: ``body_timeout``;
-        400: broken framing; the server answers that status itself, whatever
-        the handler returns) or ``ClientDisconnected`` (the client left).
+        HTTP/1.0: ignored. Anything but ``100-continue``: 417. A request without a
+        body: nothing to continue. A static target (404, 405 too): its final answer
+        now and the connection closes, the client sends no body. A handler: 100
+        Continue, when the body is wanted (a stream_body handler's first read),
+        or, buffered, now (in its turn behind the answers before it).
         """
-        return self._stream
-
-    @property
-    def trailers(self) -> Headers:
-        """The trailer fields, once the whole body is read; ``RuntimeError`` before.
-
-        Trailers come after the body, so they exist only when it has arrived:
-        read it first (``await request.read()`` or ``request.stream()`` to its end).
-        """
-        if not self._stream.complete:
-            raise RuntimeError(
-                "request.trailers come after the body on a stream_body route: read the body first "
-                "('await request.read()' or 'async for chunk in request.stream()')"
-            )
-        return Headers(self._stream.trailers)
-
-    async def body_chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (what ``read()`` has read already, in one chunk)."""
-        if self._read_body is not None:
-            yield self._read_body
+        expect = self._expect
+        self._expect = None
+        if version == "1.0" or expect is None:
             return
-        async for chunk in self._stream:
-            yield chunk
+        if expect.strip(b" \t").lower() != b"100-continue":
+            raise Refused(417, "the only expectation supported is 100-continue", EXPECTATION_FAILED)
+        if not _has_body(self._headers):
+            return
+        target = self._targets[self._index]
+        if target.__class__ is not HandlerTarget:
+            # The final answer instead of 100 Continue: no body to wait for, then close.
+            self._conditions = None
+            self._state = CLOSING
+            self._linger = True  # the body may come all the same
+            self._pause(PAUSED_QUEUE)
+            request = None
+            if self._access is not None:  # the line needs the request; its body is never read
+                request = Request(
+                    self._method,
+                    path,
+                    query,
+                    self._headers,
+                    b"",
+                    self._params,
+                    version,
+                    self._context,
+                )
+            self._execute_or_queue((target, request, CLOSE, self._head, self._begin_ns))
+            raise Refused  # stop parsing: nothing more is read from this client
+        self._continue_pending = True
+        if not target.stream_body:
+            if self._busy is None and not self._queue:
+                self.send_continue()
+            else:
+                self._queue.append((CONTINUE, None, KEEP_ALIVE, False, 0))
 
-    async def read(self) -> bytes:
-        """The rest of the body, whole (at most ``max_body_size`` bytes); also sets ``request.body``."""
-        pieces = [chunk async for chunk in self._stream]
-        self._read_body = b"".join(pieces)
-        return self._read_body
+    def _start_stream(self, target: HandlerTarget) -> None:
+        """A stream_body route: its handler runs now (or in its turn) and reads the body as it comes."""
+        stream = BodyStream(self)
+        self._body = stream
+        request = StreamingRequest(
+            self._method,
+            self._path,
+            self._query,
+            self._headers,
+            stream,
+            self._params,
+            self._version,
+            self._context,
+        )
+        self._execute_or_queue((target, request, self._mode, self._head, self._begin_ns))
+
+    def _stream_ended(self, request: StreamingRequest, mode: int) -> tuple[int, bool]:
+        """A stream_body handler returned (or raised): the mode its answer goes out with, and
+        whether the body failed.
+
+        The body failed (413, 408, 400, the client left): the handler's answer is
+        dropped, the server's error answer (queued by ``_fail``) stands. The body
+        not all received: the answer closes the connection (``Connection: close``),
+        and what the client still sends is read and dropped for ``LINGER_SECONDS``
+        (lingering close), so keep-alive framing never depends on an unread body.
+        """
+        stream = request.stream()
+        self._continue_pending = False
+        failed = stream.error is not None
+        if not failed and not stream.complete:
+            if self._body is stream:
+                self._body = None
+            stream.fail(ClientDisconnected("the handler returned before reading the whole body"))
+            self._state = CLOSING
+            self._linger = True
+            mode = CLOSE
+        self._resume_body()
+        return mode, failed
+
+    def pause_body(self) -> None:
+        """A stream_body's buffer is over its bound: stop reading until its handler takes some."""
+        self._pause(PAUSED_BODY)
+
+    def body_consumed(self) -> None:
+        """A stream_body handler took chunks: read again unless the body being read is still full."""
+        if self._paused & PAUSED_BODY:
+            self._resume_body()
+
+    def _resume_body(self) -> None:
+        body = self._body
+        if body.__class__ is not BodyStream or body.buffered <= STREAM_BUFFER // 2:
+            if self._paused & PAUSED_BODY:
+                self._since = monotonic_ns()  # the body's silence is timed from here, not from the pause
+            self._resume(PAUSED_BODY)
+
+    def send_continue(self) -> None:
+        """Write ``100 Continue`` if one is owed (``Expect: 100-continue``): the body is wanted now."""
+        if not self._continue_pending:
+            return
+        self._continue_pending = False
+        if self._transport is None or self._state == CLOSING:
+            return
+        self._out.append(CONTINUE)
+        self._out_size += len(CONTINUE)
+        self._flush()
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request body follows these headers: Transfer-Encoding, or a Content-Length over 0."""
+    for name, value in headers:
+        size = len(name)
+        if size == 17 and name.lower() == b"transfer-encoding":
+            return True
+        if size == 14 and name.lower() == b"content-length" and value.strip(b" \t") not in (b"0", b""):
+            return True
+    return False

@@ -34,6 +34,7 @@ __all__ = [
     "TEXT_PLAIN",
     "DateClock",
     "HeadersLike",
+    "body_size",
     "has_no_body",
     "header_items",
     "json_bytes",
@@ -228,3 +229,8 @@ def render(status: int, header_block: bytes, body: bytes, mode: int, head: bool)
 JSON_BLOCK: Final = b"Content-Type: application/json\r\n"
 TEXT_BLOCK: Final = b"Content-Type: text/plain; charset=utf-8\r\n"
 BYTES_BLOCK: Final = b"Content-Type: application/octet-stream\r\n"
+
+
+def body_size(message: bytes) -> int:
+    """Body bytes of a rendered answer (what the access log's size field counts)."""
+    return len(message) - message.index(b"\r\n\r\n") - 4

@@ -263,7 +263,7 @@ class CycleWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped: Worker 
         # Server.shutdown(0) aborts too, but a drain already under way keeps its deadline.
         for server in self.servers:
             for connection in list(server.state.connections):
-                connection._abort()
+                connection.abort()
 
     # -- the main loop ---------------------------------------------------------
 

@@ -222,7 +222,7 @@ class Server:
                     connection.check_timeouts(now)
                 except Exception:
                     error_log.exception("internal error while checking a connection's timeouts")
-                    connection._abort()
+                    connection.abort()
         if self.worker is not None:
             self._publish()
         self._schedule_tick(loop)
@@ -254,7 +254,7 @@ class Server:
                 for _ in range(3):
                     await asyncio.sleep(0)
             for connection in list(state.connections):
-                connection._abort()
+                connection.abort()
             # Let the aborted transports call connection_lost.
             for _ in range(3):
                 if not state.connections:
@@ -330,7 +330,7 @@ class Server:
             elif self._state is not None:
                 logger.warning("second signal: closing every connection now")
                 for connection in list(self._state.connections):
-                    connection._abort()
+                    connection.abort()
             else:  # stopped during startup: nothing was served, the shutdown hooks run
                 logger.warning("second signal: nothing to close; the shutdown hooks finish first")
 
