@@ -8,7 +8,7 @@ import pytest
 
 from cyclehttp import App, Request, Response, RouteError
 from cyclehttp.clock.stats import Stats
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.router import NOT_FOUND_INDEX, Router
 from cyclehttp.cycle.targets import HandlerTarget
 
@@ -120,7 +120,7 @@ def test_app_from_list_of_tuples() -> None:
     index, params = router.lookup(b"DELETE", b"/u/9")
     assert params == {"id": 9}
     assert isinstance(router.targets[index], HandlerTarget)
-    assert isinstance(router.targets[router.lookup(b"HEAD", b"/")[0]], StaticResponse)
+    assert isinstance(router.targets[router.lookup(b"HEAD", b"/")[0]], PrerenderedResponse)
     assert router.lookup(b"GET", b"/zzz")[0] == NOT_FOUND_INDEX
 
 
@@ -174,7 +174,7 @@ def _serve_static(router: Router, path: bytes, times: int) -> None:
     """Count ``times`` responses of a static route, as the protocol does."""
     index, _ = router.lookup(b"GET", path)
     target = router.targets[index]
-    assert isinstance(target, StaticResponse)
+    assert isinstance(target, PrerenderedResponse)
     target.hits += times
 
 

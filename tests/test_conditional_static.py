@@ -25,7 +25,12 @@ from cyclehttp import App, Request, Response
 from cyclehttp.clock.accesslog import ACCESS_LOGGER
 from cyclehttp.cycle import prerendered as prerendered_module
 from cyclehttp.cycle.negotiation import accept_encoding_weights
-from cyclehttp.cycle.prerendered import COMPRESS_MIN_SIZE, SPLIT_BODY_THRESHOLD, StaticResponse, etag_matches
+from cyclehttp.cycle.prerendered import (
+    COMPRESS_MIN_SIZE,
+    SPLIT_BODY_THRESHOLD,
+    PrerenderedResponse,
+    etag_matches,
+)
 from cyclehttp.testing import TestServer
 from cyclehttp.testing.rawclient import RawConnection, RawResponse
 
@@ -96,17 +101,17 @@ async def test_static_2xx_has_a_stable_strong_etag(cyclehttp_raw: Raw) -> None:
     assert etag is not None and ETAG_RE.fullmatch(etag)
     assert second.header("ETag") == head.header("ETag") == etag
     # Computed from the content, so the same on every start (and every worker).
-    assert StaticResponse(
+    assert PrerenderedResponse(
         Response.text(BIG_TEXT, headers={"Cache-Control": "max-age=60", "X-Extra": "1"})
     ).etag == (etag.encode())
 
 
 def test_etag_changes_with_body_and_headers() -> None:
     tags = {
-        StaticResponse(Response.text("a")).etag,
-        StaticResponse(Response.text("b")).etag,
-        StaticResponse(Response.html("a")).etag,
-        StaticResponse(Response.text("a", headers={"Cache-Control": "no-cache"})).etag,
+        PrerenderedResponse(Response.text("a")).etag,
+        PrerenderedResponse(Response.text("b")).etag,
+        PrerenderedResponse(Response.html("a")).etag,
+        PrerenderedResponse(Response.text("a", headers={"Cache-Control": "no-cache"})).etag,
     }
     assert len(tags) == 4
 
@@ -134,7 +139,7 @@ async def test_a_declared_etag_is_kept(cyclehttp_raw: Raw) -> None:
 
 
 def test_a_malformed_declared_etag_turns_conditional_answers_off() -> None:
-    static = StaticResponse(Response.text("x", headers={"ETag": "no-quotes"}))
+    static = PrerenderedResponse(Response.text("x", headers={"ETag": "no-quotes"}))
     assert static.etag is None and static.not_modified is None
     assert static.select(b"*", b"gzip") is static
     assert b"ETag: no-quotes\r\n" in static.buffers[0]
@@ -311,10 +316,13 @@ async def test_a_declared_vary_gets_accept_encoding_added(cyclehttp_raw: Raw) ->
 
 def test_only_smaller_variants_are_kept(no_brotli: None) -> None:
     random_text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(2000))  # barely compressible
-    static = StaticResponse(Response.text(random_text))
+    static = PrerenderedResponse(Response.text(random_text))
     assert all(len(v.body) < len(static.body) for v in static.encoded)
-    already = StaticResponse(Response(gzip.compress(BIG_TEXT.encode()), headers={"Content-Encoding": "gzip"},
-                                      content_type="text/plain"))  # fmt: skip
+    already = PrerenderedResponse(
+        Response(
+            gzip.compress(BIG_TEXT.encode()), headers={"Content-Encoding": "gzip"}, content_type="text/plain"
+        )
+    )
     assert already.encoded == ()
 
 
@@ -413,7 +421,7 @@ async def test_br_is_preferred_when_installed(cyclehttp_server: ServerFactory) -
 
 
 def test_without_brotli_there_is_no_br_variant(no_brotli: None) -> None:
-    static = StaticResponse(Response.text(BIG_TEXT))
+    static = PrerenderedResponse(Response.text(BIG_TEXT))
     assert [v.coding for v in static.encoded] == ["gzip"]
     assert static.select(None, b"br") is static
 

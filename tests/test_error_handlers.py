@@ -240,17 +240,17 @@ async def test_default_bodies_by_accept_and_debug(
 
 
 def test_static_404_and_405_stay_pre_rendered_without_a_handler() -> None:
-    from cyclehttp.cycle.prerendered import StaticResponse
+    from cyclehttp.cycle.prerendered import PrerenderedResponse
     from cyclehttp.cycle.targets import HandlerTarget
 
     app = make_app()
     router = app.compile()
-    assert isinstance(router.not_found, StaticResponse)
-    assert all(isinstance(router.targets[e.not_allowed], StaticResponse) for e in router.static.values())
+    assert isinstance(router.not_found, PrerenderedResponse)
+    assert all(isinstance(router.targets[e.not_allowed], PrerenderedResponse) for e in router.exact.values())
     app.error_handler(405)(lambda request, exc: "no")
     router = app.compile()
-    assert isinstance(router.not_found, StaticResponse)
-    assert all(isinstance(router.targets[e.not_allowed], HandlerTarget) for e in router.static.values())
+    assert isinstance(router.not_found, PrerenderedResponse)
+    assert all(isinstance(router.targets[e.not_allowed], HandlerTarget) for e in router.exact.values())
 
 
 def test_wrong_shapes_are_refused_at_registration() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of Response, StaticResponse, render_result and HTTPError."""
+"""Unit tests of Response, PrerenderedResponse, render_result and HTTPError."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cyclehttp import HTTPError, Response
 from cyclehttp.cycle import response as response_module
-from cyclehttp.cycle.prerendered import SPLIT_BODY_THRESHOLD, StaticResponse
+from cyclehttp.cycle.prerendered import SPLIT_BODY_THRESHOLD, PrerenderedResponse
 from cyclehttp.cycle.response import error_response, render_result
 from cyclehttp.cycle.wire import CLOSE, DATE, KEEP_ALIVE, KEEP_ALIVE_HTTP10
 
@@ -203,12 +203,12 @@ def test_render_empty_200_has_content_length_zero(fixed_date: bytes) -> None:
     )
 
 
-# --- StaticResponse ---------------------------------------------------------
+# --- PrerenderedResponse ---------------------------------------------------------
 
 
 def test_static_response_buffers_for_every_mode(fixed_date: bytes) -> None:
     r = Response.text("Hello")
-    s = StaticResponse(r)
+    s = PrerenderedResponse(r)
     assert not s.split
     assert s.status == 200
     # The rendered message is the Response plus its ETag (tests/test_conditional_static.py).
@@ -218,11 +218,11 @@ def test_static_response_buffers_for_every_mode(fixed_date: bytes) -> None:
         assert s.head_buffers[mode] == s.message.render(mode, True)
         assert s.buffers[mode].endswith(b"\r\n\r\nHello")
         assert CONNECTION[mode] in s.head_buffers[mode]
-    assert repr(s) == "<StaticResponse 200 5 bytes>"
+    assert repr(s) == "<PrerenderedResponse 200 5 bytes>"
 
 
 def test_static_response_at_threshold_is_not_split() -> None:
-    s = StaticResponse(Response(b"a" * SPLIT_BODY_THRESHOLD))
+    s = PrerenderedResponse(Response(b"a" * SPLIT_BODY_THRESHOLD))
     assert not s.split
     assert s.buffers[KEEP_ALIVE].endswith(b"a" * SPLIT_BODY_THRESHOLD)
 
@@ -230,7 +230,7 @@ def test_static_response_at_threshold_is_not_split() -> None:
 def test_static_response_splits_large_bodies(fixed_date: bytes) -> None:
     body = b"b" * (SPLIT_BODY_THRESHOLD + 1)
     r = Response(body)
-    s = StaticResponse(r)
+    s = PrerenderedResponse(r)
     assert s.split
     assert s.body is r.body
     for mode in (KEEP_ALIVE, CLOSE, KEEP_ALIVE_HTTP10):
@@ -240,7 +240,7 @@ def test_static_response_splits_large_bodies(fixed_date: bytes) -> None:
 
 
 def test_static_response_refresh_picks_up_new_date(fixed_date: bytes) -> None:
-    s = StaticResponse(Response.text("x"))
+    s = PrerenderedResponse(Response.text("x"))
     assert fixed_date in s.buffers[CLOSE]
     DATE.line = b"Date: Wed, 02 Jan 2030 00:00:01 GMT\r\n"
     assert fixed_date in s.buffers[CLOSE]  # not re-rendered until refresh()

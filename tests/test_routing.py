@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclehttp import App, Request, Response, RouteError
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.router import NOT_FOUND_INDEX, Router, compile_pattern
 from cyclehttp.cycle.targets import HandlerTarget
 
@@ -31,7 +31,7 @@ def target_of(router: Router, method: bytes, path: bytes) -> tuple[object, dict[
 
 def allow_of(router: Router, method: bytes, path: bytes) -> str:
     target, params = target_of(router, method, path)
-    assert isinstance(target, StaticResponse)
+    assert isinstance(target, PrerenderedResponse)
     assert target.status == 405
     assert params is None
     return dict(target.response.headers)["Allow"]
@@ -44,10 +44,10 @@ def test_static_lookup_by_raw_bytes() -> None:
     hello = Response.text("hi")
     router = make_router(("GET", "/hello", hello), ("POST", "/hello", handler))
     target, params = target_of(router, b"GET", b"/hello")
-    assert isinstance(target, StaticResponse)
+    assert isinstance(target, PrerenderedResponse)
     assert target.response is hello
     assert params is None
-    assert b"/hello" in router.static
+    assert b"/hello" in router.exact
     post, _ = target_of(router, b"POST", b"/hello")
     assert isinstance(post, HandlerTarget)
     assert post.handler is handler
@@ -172,7 +172,7 @@ def test_405_carries_allow_with_head() -> None:
     router = make_router(("GET", "/x", "x"), ("POST", "/x", handler))
     assert allow_of(router, b"DELETE", b"/x") == "GET, HEAD, POST"
     target, _ = target_of(router, b"DELETE", b"/x")
-    assert isinstance(target, StaticResponse)
+    assert isinstance(target, PrerenderedResponse)
     assert b"Allow: GET, HEAD, POST\r\n" in target.buffers[0]
 
 
@@ -275,7 +275,7 @@ def test_refresh_and_static_responses() -> None:
     router = make_router(("GET", "/x", "x"), ("GET", "/y", handler))
     statics = router.static_responses()
     assert router.not_found in statics
-    assert all(isinstance(t, StaticResponse) for t in statics)
+    assert all(isinstance(t, PrerenderedResponse) for t in statics)
     router.refresh()
 
 
@@ -427,7 +427,7 @@ def test_data_targets_become_static_responses() -> None:
     )
     kinds = {}
     for spec in app.routes:
-        assert isinstance(spec.target, StaticResponse)
+        assert isinstance(spec.target, PrerenderedResponse)
         kinds[spec.path] = (spec.target.response.content_type, spec.target.body)
     assert kinds == {
         "/s": ("text/plain; charset=utf-8", b"text"),

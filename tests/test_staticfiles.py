@@ -18,7 +18,7 @@ import pytest
 from cyclehttp import App, Response
 from cyclehttp.app.static import FileHandler
 from cyclehttp.cycle.files import guess_content_type
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.router import NOT_FOUND_INDEX
 from cyclehttp.cycle.targets import HandlerTarget
 from cyclehttp.errors import RouteError
@@ -163,13 +163,13 @@ def test_small_files_are_in_the_static_table_and_no_handler_runs(public: Path) -
         b"/static/caf%C3%A9%20%C3%BC.txt",
         b"/static/100%25.txt",
     ):
-        entry = router.static[raw]
+        entry = router.exact[raw]
         target = router.targets[entry.methods[b"GET"]]
-        assert isinstance(target, StaticResponse), raw
+        assert isinstance(target, PrerenderedResponse), raw
         assert entry.methods[b"HEAD"] == entry.methods[b"GET"]
     # the large file and the refused ones are not pre-rendered
-    assert b"/static/large.bin" not in router.static
-    assert not any(b"/." in raw or b"outside" in raw for raw in router.static)
+    assert b"/static/large.bin" not in router.exact
+    assert not any(b"/." in raw or b"outside" in raw for raw in router.exact)
     index, params = router.lookup(b"GET", b"/static/large.bin")
     handler = router.targets[index]
     assert isinstance(handler, HandlerTarget) and isinstance(handler.handler, FileHandler)
@@ -185,8 +185,8 @@ def test_prerender_total_caps_the_memory(public: Path) -> None:
     plan = app.static("/static", public, prerender_total=20)
     assert plan.prerendered_bytes <= 20
     router = app.compile()
-    assert b"/static/a.txt" in router.static  # 9 bytes, first in order
-    assert b"/static/css/site.css" not in router.static  # 19 more would pass the cap
+    assert b"/static/a.txt" in router.exact  # 9 bytes, first in order
+    assert b"/static/css/site.css" not in router.exact  # 19 more would pass the cap
     index, _ = router.lookup(b"GET", b"/static/css/site.css")
     assert isinstance(router.targets[index], HandlerTarget)
 
@@ -209,7 +209,7 @@ async def test_small_files_are_a_snapshot_of_start_up(cyclehttp_server: ServerFa
 def test_walk_stops_at_a_symlink_loop(public: Path) -> None:
     app = App()
     app.static("/static", public)  # public/loop -> public: walked once, not forever
-    assert b"/static/loop/a.txt" not in app.compile().static
+    assert b"/static/loop/a.txt" not in app.compile().exact
 
 
 # --- traversal: every way out is a 404 --------------------------------------------
@@ -445,7 +445,7 @@ def test_bad_limits_are_refused(public: Path, name: str, value: object) -> None:
 def test_trailing_slash_of_the_prefix_is_ignored(public: Path) -> None:
     app = App()
     app.static("/static/", public)
-    assert b"/static/a.txt" in app.compile().static
+    assert b"/static/a.txt" in app.compile().exact
 
 
 def test_a_file_clashing_with_a_declared_route_is_refused(public: Path) -> None:

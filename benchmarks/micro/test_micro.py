@@ -20,7 +20,7 @@ from cyclehttp.clock.histogram import LogHistogram
 from cyclehttp.clock.stats import Stats
 from cyclehttp.config import Config
 from cyclehttp.cycle.connection import HttpProtocol
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.response import Response
 from cyclehttp.cycle.server_state import ServerState
 from cyclehttp.testing.fake_transport import FakeTransport
@@ -33,7 +33,7 @@ POST_ECHO = b"POST /echo HTTP/1.1\r\nHost: localhost:8080\r\nContent-Length: 102
 # A 4 KiB text route: a static response with an ETag and a gzip variant.
 TEXT_4K = Response.text("".join(f"line {i:04d}: the quick brown fox\n" for i in range(160))[:4096])
 TEXT_ROUTES = [("GET", "/text", TEXT_4K)]
-TEXT_ETAG = StaticResponse(TEXT_4K).etag or b""
+TEXT_ETAG = PrerenderedResponse(TEXT_4K).etag or b""
 GET_TEXT = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
 GET_TEXT_304 = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nIf-None-Match: " + TEXT_ETAG + b"\r\n\r\n"
 GET_TEXT_GZIP = b"GET /text HTTP/1.1\r\nHost: localhost:8080\r\nAccept-Encoding: gzip\r\n\r\n"

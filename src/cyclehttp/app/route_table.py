@@ -17,7 +17,7 @@ from typing import Final
 
 from cyclehttp.app.application import App
 from cyclehttp.clock.stats import ANY_METHOD
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.request import Request
 from cyclehttp.cycle.response import Response
 from cyclehttp.cycle.router import NOT_FOUND_INDEX, SERVER_WIDE, PathEntry
@@ -41,7 +41,7 @@ def format_size(size: int) -> str:
 
 def describe_target(target: Target) -> str:
     """What answers: ``static 200 text/plain 13 B; gzip 40 B, 304`` or ``handler mod.fn (sync)``."""
-    if isinstance(target, StaticResponse):
+    if isinstance(target, PrerenderedResponse):
         message = target.response
         parts = [f"static {message.status}"]
         if message.content_type:
@@ -103,8 +103,8 @@ def format_routes(app: App, *, metrics_path: str | None = None, title: str | Non
     path = metrics_path or app.metrics_path
     if path is not None:
         router.add_internal(path, HandlerTarget(_metrics_page))
-    methods = _methods_by_index([*router.static.values(), *router.dynamic])
-    not_allowed = {entry.not_allowed for entry in [*router.static.values(), *router.dynamic]}
+    methods = _methods_by_index([*router.exact.values(), *router.dynamic])
+    not_allowed = {entry.not_allowed for entry in [*router.exact.values(), *router.dynamic]}
 
     rows: list[tuple[int, str, str, str]] = []
     builtin: list[tuple[int, str, str, str]] = []
@@ -113,14 +113,18 @@ def format_routes(app: App, *, metrics_path: str | None = None, title: str | Non
             builtin.append((index, ANY_METHOD, "(no route)", "built-in 404 Not Found"))
         elif index == router.server_options:
             allow = (
-                dict(target.response.headers).get("Allow", "") if isinstance(target, StaticResponse) else ""
+                dict(target.response.headers).get("Allow", "")
+                if isinstance(target, PrerenderedResponse)
+                else ""
             )
             builtin.append((index, "OPTIONS", route, f"built-in 200, Allow: {allow}"))
         elif index in not_allowed and route == SERVER_WIDE:
             continue  # never answered: any method but OPTIONS on "*" is a 400 before the lookup
         elif index in not_allowed:
             allow = (
-                dict(target.response.headers).get("Allow", "") if isinstance(target, StaticResponse) else ""
+                dict(target.response.headers).get("Allow", "")
+                if isinstance(target, PrerenderedResponse)
+                else ""
             )
             builtin.append((index, "other", route, f"built-in 405, Allow: {allow}"))
         elif index >= first_builtin:

@@ -4,7 +4,7 @@ Theory of operation. When ``app.static()`` is called the directory is walked
 once. Every regular file small enough (``prerender_max`` bytes, and while the
 running total stays under ``prerender_total``) is read and declared as an
 ordinary static route whose target is a ``Response``: the router pre-renders
-it into a ``StaticResponse``, so serving it is one dict lookup on the raw
+it into a ``PrerenderedResponse``, so serving it is one dict lookup on the raw
 path and a write of bytes that already exist, with no code of ours running.
 Like the files served from disk, it answers ``Range`` (206, 416) and
 ``If-Range`` (``Accept-Ranges: bytes``: see ``cyclehttp.ranges``).

@@ -54,7 +54,7 @@ from cyclehttp.cycle.framing import (
     TRAILER_MARK,
     FramingChecks,
 )
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.request import Request
 from cyclehttp.cycle.request_stream import BodyStream, StreamingRequest
 from cyclehttp.cycle.response import Response, error_response, render_result
@@ -293,7 +293,7 @@ class HttpProtocol(FramingChecks):
                 path, query = url, b""
         else:
             path, query = self._absolute_form(url)
-        entry = self._static.get(path)
+        entry = self._exact.get(path)
         if entry is not None:
             self._index = entry.methods.get(method, entry.not_allowed)
             self._params = None
@@ -342,7 +342,7 @@ class HttpProtocol(FramingChecks):
             # variant, chosen now so a queued request keeps it. Without either field this
             # test is all it costs.
             self._conditions = None
-            if target.__class__ is StaticResponse and target.etag is not None:
+            if target.__class__ is PrerenderedResponse and target.etag is not None:
                 if_none_match, accept_encoding, range_field, if_range = conditions
                 target = target.select(
                     if_none_match, accept_encoding, range_field if self._method == b"GET" else None, if_range
@@ -355,7 +355,7 @@ class HttpProtocol(FramingChecks):
             and not self._draining
         ):
             # The common case, _execute and _sent inlined: a static answer with nothing ahead of it.
-            static: StaticResponse = target  # type: ignore[assignment]  # no _body: not a handler
+            static: PrerenderedResponse = target  # type: ignore[assignment]  # no _body: not a handler
             static.hits += 1
             data = static.head_buffers[mode] if self._head else static.buffers[mode]
             self._out.append(data)
@@ -405,7 +405,7 @@ class HttpProtocol(FramingChecks):
 
     def _execute(self, target: Any, request: Request | None, mode: int, head: bool, start: int) -> None:
         """Answer one request; ``start`` is the clock of the read that brought its first byte."""
-        if target.__class__ is StaticResponse:
+        if target.__class__ is PrerenderedResponse:
             if self._draining:
                 mode = CLOSE
             target.hits += 1

@@ -82,6 +82,7 @@ class ConnectionCore(asyncio.Protocol):
         "_continue_pending",
         "_draining",
         "_ending",
+        "_exact",
         "_expect",
         "_fresh",
         "_handler_counts",
@@ -117,7 +118,6 @@ class ConnectionCore(asyncio.Protocol):
         "_since",
         "_started_ns",
         "_state",
-        "_static",
         "_stats",
         "_targets",
         "_timed",
@@ -132,7 +132,7 @@ class ConnectionCore(asyncio.Protocol):
     def __init__(self, server: ServerState) -> None:
         self._server = server
         self._loop = server.loop
-        self._static = server.router.static
+        self._exact = server.router.exact
         self._targets = server.router.targets
         self._stats = server.stats
         config = server.config

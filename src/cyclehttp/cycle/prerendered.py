@@ -1,13 +1,13 @@
 """Pre-rendered responses: a route's ``Response`` rendered once into immutable buffers.
 
-A ``Response`` given as a route's target becomes a ``StaticResponse``: the whole
+A ``Response`` given as a route's target becomes a ``PrerenderedResponse``: the whole
 message for every connection mode, as bytes that already exist, so serving it
 runs no code and formats nothing. The buffers are re-rendered when the ``Date``
 clock ticks (once a second), never per request.
 
 A static 2xx response is also served as a 304 (RFC 9110 section 13.1.2) and,
 when its body is large enough and of a compressible type, as a gzip (and br)
-encoded variant. Every one of them is a StaticResponse of its own, rendered
+encoded variant. Every one of them is a PrerenderedResponse of its own, rendered
 once and re-rendered with the Date clock, so choosing one per request is a
 couple of dict lookups, never formatting.
 """
@@ -28,7 +28,7 @@ from cyclehttp.cycle.wire import CLOSE, KEEP_ALIVE, KEEP_ALIVE_HTTP10, TEXT_PLAI
 __all__ = [
     "COMPRESS_MIN_SIZE",
     "SPLIT_BODY_THRESHOLD",
-    "StaticResponse",
+    "PrerenderedResponse",
     "etag_matches",
     "is_compressible",
     "plan_representations",
@@ -187,7 +187,7 @@ def plan_representations(response: Response) -> tuple[_Representation, ...]:
     )
 
 
-class StaticResponse:
+class PrerenderedResponse:
     """A ``Response`` rendered once into immutable buffers, one per mode.
 
     ``buffers[mode]`` is the whole message for a GET, ``head_buffers[mode]``
@@ -198,7 +198,7 @@ class StaticResponse:
 
     A 2xx also has an ``etag`` (in its headers), a ``not_modified`` 304 to
     answer a matching ``If-None-Match`` with, and possibly ``encoded``
-    variants (br, gzip: each a StaticResponse with its own ETag and 304).
+    variants (br, gzip: each a PrerenderedResponse with its own ETag and 304).
     ``select`` picks the answer for a request's fields; the server calls it
     only when the request has one of them.
 
@@ -243,11 +243,11 @@ class StaticResponse:
         self.not_modified = (
             None
             if first.not_modified is None
-            else StaticResponse(
+            else PrerenderedResponse(
                 first.not_modified, (_Representation(first.coding, first.not_modified, None, None),)
             )
         )
-        self.encoded = tuple(StaticResponse(form.message, (form,)) for form in plan[1:])
+        self.encoded = tuple(PrerenderedResponse(form.message, (form,)) for form in plan[1:])
         headers = {name.lower(): value for name, value in self.message.headers}
         self.ranges = (
             self.message.status == 200 and headers.get("accept-ranges", "").strip().lower() == "bytes"
@@ -287,7 +287,7 @@ class StaticResponse:
         accept_encoding: bytes | None,
         range_field: bytes | None = None,
         if_range: bytes | None = None,
-    ) -> StaticResponse:
+    ) -> PrerenderedResponse:
         """The answer to a GET or HEAD with these fields: this, an encoded variant, a 304, a 206 or a 416.
 
         The encoding is chosen first (highest qvalue; br before gzip on a tie;
@@ -319,7 +319,7 @@ class StaticResponse:
             return chosen._part(range_field, if_range)
         return chosen
 
-    def _part(self, range_field: bytes, if_range: bytes | None) -> StaticResponse:
+    def _part(self, range_field: bytes, if_range: bytes | None) -> PrerenderedResponse:
         """The 206 or 416 a ``Range`` asks of this 200, rendered now; this one when it is ignored."""
         etag = None if self.etag is None else self.etag.decode("latin-1")
         if if_range is not None and not if_range_matches(if_range.decode("latin-1"), etag, self._modified):
@@ -343,7 +343,7 @@ class StaticResponse:
                 [*self.message.headers, ("Content-Range", f"bytes {first}-{last}/{size}")],
             )
         self._range_counts[part.status // 100] += 1
-        return StaticResponse(part, (_Representation(self.coding, part, None, None),))
+        return PrerenderedResponse(part, (_Representation(self.coding, part, None, None),))
 
     def count(self, counts: list[int]) -> None:
         """Add the answers served from this response, its variants and their 304s, by status class."""
@@ -368,13 +368,13 @@ class StaticResponse:
     def status(self) -> int:
         return self.message.status
 
-    def copy(self) -> StaticResponse:
+    def copy(self) -> PrerenderedResponse:
         """The same response with its own buffers and counters (one per compiled router).
 
         The plan is shared: nothing is hashed or compressed again.
         """
-        return StaticResponse(self.response, self._plan)
+        return PrerenderedResponse(self.response, self._plan)
 
     def __repr__(self) -> str:
         coding = "" if self.coding == "identity" else f" {self.coding}"
-        return f"<StaticResponse {self.status} {len(self.body)} bytes{coding}>"
+        return f"<PrerenderedResponse {self.status} {len(self.body)} bytes{coding}>"

@@ -1,13 +1,14 @@
 """The index router: routes compiled once into tables of handler indexes.
 
 Every outcome of a lookup is a *target* in one list, ``Router.targets``:
-a static response (pre-rendered buffers), a handler, and also the 404 and the
-405 answers, which are static responses too. Route tables hold indexes into
+a pre-rendered response, a handler, and also the 404 and the 405 answers,
+which are pre-rendered responses too. Route tables hold indexes into
 that list:
 
-* ``static``: raw path bytes -> ``PathEntry`` (one dict lookup, no decoding);
+* ``exact``: raw path bytes -> ``PathEntry`` of a path without parameters (one dict lookup,
+  no decoding);
 * ``dynamic``: ``PathEntry`` objects with a compiled regex, tried in the order
-  they were declared, only when the static lookup misses;
+  they were declared, only when the exact lookup misses;
 * ``PathEntry.methods``: method bytes -> target index; a method the path does
   not know selects the entry's 405 target, which carries ``Allow``.
 
@@ -26,7 +27,7 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from cyclehttp.clock.stats import ANY_METHOD, OTHER_METHOD, UNMATCHED
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.response import Response, error_response
 from cyclehttp.cycle.targets import ErrorAnswer, Target
 from cyclehttp.errors import RouteError
@@ -83,7 +84,7 @@ def _normalize_path(path: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPattern:
-    """A path pattern: its regex (None for a static path), raw static path and params."""
+    """A path pattern: its regex (None for a path without parameters), its raw path and params."""
 
     pattern: str
     raw: bytes
@@ -194,10 +195,10 @@ class Router:
         "_combined_405",
         "_error_answer",
         "dynamic",
+        "exact",
         "labels",
         "not_found",
         "server_options",
-        "static",
         "targets",
     )
 
@@ -208,7 +209,7 @@ class Router:
         self.not_found = self._error_target(404)
         self.targets: list[Target] = [self.not_found]
         self.labels: list[tuple[str, str]] = [(ANY_METHOD, UNMATCHED)]
-        self.static: dict[bytes, PathEntry] = {}
+        self.exact: dict[bytes, PathEntry] = {}
         self.dynamic: list[PathEntry] = []
         self._combined_405: dict[str, int] = {}
         entries: dict[str, PathEntry] = {}
@@ -218,7 +219,7 @@ class Router:
             if entry is None:
                 entry = entries[key] = PathEntry(route.pattern)
                 if route.pattern.regex is None:
-                    self.static[route.pattern.raw] = entry
+                    self.exact[route.pattern.raw] = entry
                 else:
                     self.dynamic.append(entry)
             method = route.method.encode("ascii")
@@ -230,24 +231,24 @@ class Router:
                 entry.methods[b"HEAD"] = entry.methods[b"GET"]
             entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
             entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, entry.pattern)
-        self.server_options = self._add(StaticResponse(Response()), "OPTIONS", SERVER_WIDE)
+        self.server_options = self._add(PrerenderedResponse(Response()), "OPTIONS", SERVER_WIDE)
         """The index of the ``OPTIONS *`` answer."""
         self._render_server_options()
 
     def _render_server_options(self) -> None:
         """``OPTIONS *`` (RFC 9112 section 3.2.4): 200 with ``Allow``, every method some route serves.
 
-        Pre-rendered like any static answer, and answered without a route lookup:
+        Pre-rendered like any route target, and answered without a route lookup:
         the asterisk form names the server, not a resource.
         """
-        entries = [entry for key, entry in self.static.items() if key != ASTERISK]
+        entries = [entry for key, entry in self.exact.items() if key != ASTERISK]
         methods = {m for entry in (*entries, *self.dynamic) for m in entry.methods}
         allow = ", ".join(sorted({m.decode("ascii") for m in methods} | {"OPTIONS"}))
-        self.targets[self.server_options] = StaticResponse(Response(headers=[("Allow", allow)]))
-        entry = self.static.get(ASTERISK)
+        self.targets[self.server_options] = PrerenderedResponse(Response(headers=[("Allow", allow)]))
+        entry = self.exact.get(ASTERISK)
         if entry is None:  # first rendering: the entry, with a 405 like any path's (the protocol
             # answers any other method on "*" with 400 before looking it up)
-            entry = self.static[ASTERISK] = PathEntry(compile_pattern("/"))
+            entry = self.exact[ASTERISK] = PathEntry(compile_pattern("/"))
             entry.pattern = SERVER_WIDE
             entry.methods[b"OPTIONS"] = self.server_options
             entry.allow = "OPTIONS"
@@ -257,7 +258,7 @@ class Router:
         """The 404 (``allow`` None) or a 405 with ``Allow``: pre-rendered, or a handler target."""
         headers = None if allow is None else [("Allow", allow)]
         handled = None if self._error_answer is None else self._error_answer(status, headers)
-        return StaticResponse(error_response(status, headers=headers)) if handled is None else handled
+        return PrerenderedResponse(error_response(status, headers=headers)) if handled is None else handled
 
     def _add(self, target: Target, method: str, route: str) -> int:
         self.targets.append(target)
@@ -286,7 +287,7 @@ class Router:
             entry.methods[b"HEAD"] = entry.methods[b"GET"]
         entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
         entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, path)
-        self.static[pattern.raw] = entry
+        self.exact[pattern.raw] = entry
         self._render_server_options()
 
     def lookup(self, method: bytes, path: bytes) -> tuple[int, dict[str, Any] | None]:
@@ -294,7 +295,7 @@ class Router:
 
         ``path`` is the raw (percent-encoded) path without the query string.
         """
-        entry = self.static.get(path)
+        entry = self.exact.get(path)
         if entry is not None:
             return entry.methods.get(method, entry.not_allowed), None
         return self.lookup_pattern(method, path)
@@ -304,10 +305,10 @@ class Router:
         escaped = _PERCENT_SIGN in path  # an int: much cheaper than a bytes needle
         if escaped:
             # An escaped slash stays inside its segment, as for dynamic routes: "/a%2Fb" is
-            # not the static path "/a/b" (no static path holds one: "%" itself is encoded).
+            # not the exact path "/a/b" (no exact path holds one: "%" itself is encoded).
             if _ESCAPED_SLASH.search(path) is None:
                 decoded = _encode_path(unquote(path.decode("ascii", "replace")))
-                entry = self.static.get(decoded)
+                entry = self.exact.get(decoded)
                 if entry is not None:
                     return entry.methods.get(method, entry.not_allowed), None
             path = _normalize_path(path)
@@ -341,9 +342,9 @@ class Router:
             index = self._combined_405[allow] = self._add(self._error_target(405, allow), OTHER_METHOD, route)
         return index
 
-    def static_responses(self) -> list[StaticResponse]:
+    def static_responses(self) -> list[PrerenderedResponse]:
         """Every pre-rendered response, for the once-a-second Date refresh."""
-        return [t for t in self.targets if isinstance(t, StaticResponse)]
+        return [t for t in self.targets if isinstance(t, PrerenderedResponse)]
 
     def request_counts(self) -> list[tuple[tuple[str, str], list[int]]]:
         """``((method, route), responses by status digit)`` for every target, in index order.
@@ -353,7 +354,7 @@ class Router:
         merged: dict[tuple[str, str], list[int]] = {}
         for label, target in zip(self.labels, self.targets, strict=True):
             counts = merged.setdefault(label, [0] * 6)
-            if isinstance(target, StaticResponse):
+            if isinstance(target, PrerenderedResponse):
                 target.count(counts)  # its own answers, its 304s and its encoded variants'
             else:
                 for digit, count in enumerate(target.responses):
@@ -363,15 +364,15 @@ class Router:
     def reset_counts(self) -> None:
         """Zero the response counters of every target."""
         for target in self.targets:
-            if isinstance(target, StaticResponse):
+            if isinstance(target, PrerenderedResponse):
                 target.reset_counts()
             else:
                 target.responses[:] = [0] * 6
 
     def refresh(self) -> None:
-        """Re-render every static buffer with the current Date."""
+        """Re-render every pre-rendered buffer with the current Date."""
         for target in self.targets:
-            if isinstance(target, StaticResponse):
+            if isinstance(target, PrerenderedResponse):
                 target.refresh()
 
 

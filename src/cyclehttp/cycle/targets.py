@@ -1,6 +1,6 @@
 """Route targets: what a route answers with, checked when it is declared.
 
-A route's target is a pre-rendered response (``StaticResponse``: a ``Response``,
+A route's target is a pre-rendered response (``PrerenderedResponse``: a ``Response``,
 str, bytes or JSON data given as the target) or a ``HandlerTarget`` (user code
 called with the ``Request``). ``make_target`` turns what the user declared into
 one and refuses, with ``RouteError`` naming the route, what cannot serve.
@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from cyclehttp.cycle.prerendered import StaticResponse
+from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.response import Response
 from cyclehttp.errors import RouteError
 from cyclehttp.types import Handler
@@ -50,7 +50,7 @@ class HandlerTarget:
         return f"<{kind} {self.name}>"
 
 
-Target: TypeAlias = StaticResponse | HandlerTarget
+Target: TypeAlias = PrerenderedResponse | HandlerTarget
 
 
 def make_target(target: object, where: str, stream_body: bool = False) -> Target:
@@ -70,13 +70,13 @@ def make_target(target: object, where: str, stream_body: bool = False) -> Target
         built.stream_body = True
         return built
     if isinstance(target, Response):
-        return StaticResponse(target)
+        return PrerenderedResponse(target)
     if isinstance(target, str):
-        return StaticResponse(Response.text(target))
+        return PrerenderedResponse(Response.text(target))
     if isinstance(target, (bytes, bytearray)):
-        return StaticResponse(Response(bytes(target), content_type="application/octet-stream"))
+        return PrerenderedResponse(Response(bytes(target), content_type="application/octet-stream"))
     if isinstance(target, (dict, list)):
-        return StaticResponse(Response.json(target))
+        return PrerenderedResponse(Response.json(target))
     if callable(target):
         _check_handler_signature(target, where)
         return HandlerTarget(target)
