@@ -191,7 +191,7 @@ def test_stats_snapshot_and_reset() -> None:
     live = Stats()
     router = app.compile()
     live.attach(router)
-    app._attach_stats(live)  # what a starting Server does
+    app.attach_stats(live)  # what a starting Server does
     live.connections_accepted += 3
     _serve_static(router, b"/", 7)
     live.connection_closed(1_000_000)
@@ -224,7 +224,7 @@ def test_stats_are_per_app() -> None:
     live = Stats()
     router = a.compile()
     live.attach(router)
-    a._attach_stats(live)
+    a.attach_stats(live)
     _serve_static(router, b"/", 1)
     assert a.stats.requests == 1
     assert b.stats.requests == 0

@@ -299,3 +299,18 @@ def test_cli_factory_serves_and_stops_on_signal(
     output = log_path.read_text()
     assert f"listening on http://127.0.0.1:{port}" in output
     assert f"{signum.name} received, shutting down" in output
+
+
+def test_number_options_refuse_nan_and_keep_inf_for_timeouts(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["app:app", "--graceful-timeout", "inf", "--backlog", " 64 "])
+    assert (args.graceful_timeout, args.backlog) == (float("inf"), 64)
+    for option, value, message in (
+        ("--keep-alive-timeout", "nan", "expected seconds, got 'nan'"),
+        ("--keep-alive-timeout", "-1", "expected seconds >= 0, got -1"),
+        ("--backlog", "1.5", "expected a whole number, got '1.5'"),
+        ("--fd", "-1", "expected a file descriptor number >= 0, got -1"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["app:app", option, value])
+        assert exited.value.code == 2
+        assert f"argument {option}: {message}" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Options from CYCLEHTTP_* variables, and the start-up line of the real process."""
+"""Options from CYCLEHTTP_* variables, and the listening line of the real process."""
 
 from __future__ import annotations
 
@@ -299,14 +299,14 @@ def test_process_version_exits_0() -> None:
     assert result.stdout.strip() == f"cyclehttp {__version__}"
 
 
-# --- the start-up line, from the real process -------------------------------------------
+# --- the listening line, from the real process -----------------------------------------
 
 
 LINE = re.compile(r"cyclehttp (\S+) listening on (\S+) \((.*)\)$")
 
 
 def _serve_and_read_line(tmp_path: Path, args: list[str], env: dict[str, str]) -> tuple[str, str, str]:
-    """Start the CLI on port 0, wait for its start-up line, make one request; the line's parts."""
+    """Start the CLI on port 0, wait for its listening line, make one request; the line's parts."""
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -323,7 +323,7 @@ def _serve_and_read_line(tmp_path: Path, args: list[str], env: dict[str, str]) -
                 for line in log_path.read_text().splitlines():
                     match = LINE.search(line) or match
                 time.sleep(0.02)
-            assert match is not None, f"no start-up line (exit {process.poll()}): {log_path.read_text()}"
+            assert match is not None, f"no listening line (exit {process.poll()}): {log_path.read_text()}"
             version, url, details = match.groups()
             host, _, port = url.removeprefix("http://").rpartition(":")
             with socket.create_connection((host, int(port)), timeout=5) as sock:

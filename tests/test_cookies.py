@@ -191,7 +191,7 @@ def test_response_with_cookie_returns_a_new_response() -> None:
         "b=2; Path=/; HttpOnly; SameSite=Lax",
     ]
     assert response.body == b"hi" and response.content_type == "text/plain; charset=utf-8"
-    assert b"Set-Cookie: a=1; Path=/; SameSite=Lax\r\n" in response._header_block
+    assert b"Set-Cookie: a=1; Path=/; SameSite=Lax\r\n" in response.header_block
 
 
 def test_delete_cookie() -> None:

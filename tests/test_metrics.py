@@ -479,12 +479,23 @@ def test_bucket_bounds_are_histogram_edges() -> None:
         (45_200, "45.2us"),
         (1_250_000, "1.25ms"),
         (3_100_000_000, "3.10s"),
+        (999_999, "1.00ms"),  # rounding up carries into the next unit
+        (3_000_000, "3.00ms"),
+        (59.99e9, "1m00s"),
         (125e9, "2m05s"),
         (3 * 3600e9 + 7 * 60e9, "3h07m"),
+        (2 * 86400e9 + 3 * 3600e9, "2d03h"),
+        (None, "-"),
+        (math.inf, "-"),
+        (-1, "-"),
     ],
 )
-def test_format_duration(ns: float, text: str) -> None:
+def test_format_duration(ns: float | None, text: str) -> None:
     assert format_duration(ns) == text
+
+
+def test_format_duration_micro_sign() -> None:
+    assert format_duration(45_200, micro="µ") == "45.2µs"
 
 
 def test_exit_summary_line() -> None:

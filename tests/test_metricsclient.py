@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cyclehttp.clock.metrics_reader import Metrics, MetricsError, fetch, metrics_url, parse
+from cyclehttp.clock.metrics_reader import MetricsError, MetricsPage, fetch, metrics_url, parse
 
 # --- writing a metrics page ------------------------------------------------------------------
 
@@ -217,14 +217,14 @@ def realistic_page(**changes: object) -> Page:
 
 
 @pytest.fixture
-def sample() -> Metrics:
+def sample() -> MetricsPage:
     return parse(metrics_page(realistic_page()))
 
 
 # --- parse -----------------------------------------------------------------------------------
 
 
-def test_parse_counters_and_gauges(sample: Metrics) -> None:
+def test_parse_counters_and_gauges(sample: MetricsPage) -> None:
     assert sample.version == "0.1.0"
     assert sample.uptime == 8012.5
     assert sample.start_time == 1_795_550_400.123
@@ -244,7 +244,7 @@ def test_parse_counters_and_gauges(sample: Metrics) -> None:
     assert sample.timeouts == {"header_timeout": 2, "body_timeout": 0, "keep_alive_timeout": 10}
 
 
-def test_parse_requests_by_status_and_route(sample: Metrics) -> None:
+def test_parse_requests_by_status_and_route(sample: MetricsPage) -> None:
     assert sample.requests is not None
     assert sample.requests[("GET", "/users/{user_id:int}", "4xx")] == 12
     assert sample.requests_total == 1_200_000 + 3_000 + 12 + 42 + 950 + 3_401 + 7 + 3
@@ -292,7 +292,7 @@ def test_parse_special_values() -> None:
     assert histogram.stats == {"p50": 1e-06}
 
 
-def test_parse_histograms_are_per_bucket_and_sum_to_count(sample: Metrics) -> None:
+def test_parse_histograms_are_per_bucket_and_sum_to_count(sample: MetricsPage) -> None:
     text = metrics_page(realistic_page())
     assert list(sample.histograms) == ["request", "handler", "connection"]
     for key, histogram in sample.histograms.items():
@@ -315,7 +315,7 @@ def test_parse_histograms_are_per_bucket_and_sum_to_count(sample: Metrics) -> No
     assert request.counts[i] == cumulative[65535 / 1e9] - cumulative[49151 / 1e9]
 
 
-def test_parse_sample_order_does_not_matter(sample: Metrics) -> None:
+def test_parse_sample_order_does_not_matter(sample: MetricsPage) -> None:
     lines = metrics_page(realistic_page()).splitlines()
     shuffled = parse("\n".join(reversed(lines)))
     assert shuffled == sample
@@ -368,7 +368,7 @@ GARBAGE = (
 
 
 def test_parse_empty_and_garbage() -> None:
-    assert parse("") == Metrics()
+    assert parse("") == MetricsPage()
     metrics = parse(GARBAGE)
     assert metrics.connections_accepted == 17
     assert metrics.uptime is None
@@ -383,7 +383,7 @@ def test_parse_empty_requests_family_is_present_but_empty() -> None:
 
 def test_parse_ignores_other_programs_samples() -> None:
     text = "process_cpu_seconds_total 3.5\ngo_goroutines 7\ncyclehttp_parse_errors_total 4\n"
-    assert parse(text) == Metrics(parse_errors=4)
+    assert parse(text) == MetricsPage(parse_errors=4)
 
 
 # --- metrics_url -----------------------------------------------------------------------------

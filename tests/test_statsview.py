@@ -27,15 +27,17 @@ from test_metricsclient import (
 )
 
 from cyclehttp.clock import stats_view as statsview
-from cyclehttp.clock.metrics_reader import Metrics, parse
-from cyclehttp.clock.stats_view import main, render
+from cyclehttp.clock.metrics_reader import MetricsPage, parse
+from cyclehttp.clock.stats_view import render
+from cyclehttp.serving import stats_command
+from cyclehttp.serving.stats_command import main
 
 NOW = 1_795_558_412.0
 """A fixed clock for the title line."""
 
 
 @pytest.fixture
-def sample() -> Metrics:
+def sample() -> MetricsPage:
     return parse(metrics_page(realistic_page()))
 
 
@@ -48,7 +50,7 @@ def screen_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 120])
 @pytest.mark.parametrize("ascii_only", [False, True])
-def test_render_fits_width(sample: Metrics, width: int, ascii_only: bool) -> None:
+def test_render_fits_width(sample: MetricsPage, width: int, ascii_only: bool) -> None:
     url = "http://127.0.0.1:8000/metrics"
     screen = render(sample, width=width, ascii_only=ascii_only, url=url, now=NOW)
     lines = screen_lines(screen)
@@ -57,7 +59,7 @@ def test_render_fits_width(sample: Metrics, width: int, ascii_only: bool) -> Non
     assert len(lines[0]) == width
 
 
-def test_render_shows_percentiles_and_bars(sample: Metrics) -> None:
+def test_render_shows_percentiles_and_bars(sample: MetricsPage) -> None:
     screen = render(sample, width=80, url="http://127.0.0.1:8000/metrics", now=NOW)
     assert screen.startswith("cyclehttp 0.1.0 · http://127.0.0.1:8000/metrics ")
     for heading in ("Request latency", "Handler time", "Connection lifetime", "Top routes"):
@@ -75,7 +77,7 @@ def test_render_shows_percentiles_and_bars(sample: Metrics) -> None:
     assert "2xx 1,203,950" in screen
     assert "in 120.3 MB" in screen
     assert "out 1.5 GB" in screen
-    assert "2h 13m" in screen
+    assert "2h13m" in screen
     assert "max_body_size 1" in screen
     assert "header_timeout 2, keep_alive_timeout 10" in screen
     assert "max_url_length" not in screen  # zero kinds are not listed
@@ -105,7 +107,7 @@ def row_bounds(row: str) -> float:
 
 
 @pytest.mark.parametrize("ascii_only", [False, True])
-def test_render_marks_the_rows_of_p50_and_p99(sample: Metrics, ascii_only: bool) -> None:
+def test_render_marks_the_rows_of_p50_and_p99(sample: MetricsPage, ascii_only: bool) -> None:
     screen = render(sample, width=80, now=NOW, ascii_only=ascii_only)
     marker = "<" if ascii_only else "◀"
     for title, key in (("Request latency", "request"), ("Handler time", "handler")):
@@ -157,13 +159,13 @@ def test_render_overflow_bucket_and_huge_numbers() -> None:
     screen = render(metrics, width=80, now=NOW)
     assert "123,456,789,012,345,678 accepted" in screen
     assert "123.5 ZB" in screen or "PB" in screen or "EB" in screen
-    assert "> 1m 09s" in screen  # the +Inf bucket
+    assert "> 1m09s" in screen  # the +Inf bucket
     assert "/very-long-segment/very-long" in screen and "…" in screen
     ascii_screen = render(metrics, width=80, now=NOW, ascii_only=True)
     assert "..." in ascii_screen
 
 
-def test_render_ascii_is_pure_ascii(sample: Metrics) -> None:
+def test_render_ascii_is_pure_ascii(sample: MetricsPage) -> None:
     page = realistic_page(
         requests=[("GET", "/caf\u00e9/\u65e5\u672c", "2xx", 10), ("GET", "/evil\x1b[2J\nx", "2xx", 5)]
     )
@@ -191,7 +193,7 @@ def test_render_unicode_glyphs_are_single_width_and_page_text_is_sanitised() -> 
             cells = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
             assert cells <= width
         used = {c for c in screen if not c.isascii()} - set("\u65e5\u672c")
-        assert used <= set(statsview._UNICODE_CHARS)
+        assert used <= set(statsview.UNICODE_CHARS)
         assert all(unicodedata.east_asian_width(c) not in ("W", "F") for c in used)
 
 
@@ -246,7 +248,7 @@ def test_render_empty_histograms_show_no_data_yet() -> None:
 
 
 def test_render_with_no_data_at_all() -> None:
-    screen = render(Metrics(), width=60, now=NOW)
+    screen = render(MetricsPage(), width=60, now=NOW)
     lines = screen_lines(screen)
     assert lines[0].startswith("cyclehttp ")
     assert all(len(line) <= 60 for line in lines)
@@ -262,7 +264,7 @@ def test_render_many_routes() -> None:
     assert "… 4 more routes, 406 requests" in screen
 
 
-def test_render_flags_non_2xx(sample: Metrics) -> None:
+def test_render_flags_non_2xx(sample: MetricsPage) -> None:
     screen = render(sample, width=80, now=NOW)
     lines = screen_lines(screen)
     error = next(line for line in lines if " /error " in line)
@@ -302,10 +304,10 @@ def test_render_empty_requests_family_shows_no_requests_yet() -> None:
         (999.9e-6, "1.00ms"),
         (1.25e-3, "1.25ms"),
         (3.1, "3.10s"),
-        (59.99, "1m 00s"),
-        (125, "2m 05s"),
-        (4398.05, "1h 13m"),
-        (200_000, "2d 07h"),
+        (59.99, "1m00s"),
+        (125, "2m05s"),
+        (4398.05, "1h13m"),
+        (200_000, "2d07h"),
         (None, "-"),
         (math.inf, "-"),
     ],
@@ -319,7 +321,7 @@ def test_sizes_and_uptimes() -> None:
     assert statsview._bytes(120_300_000) == "120.3 MB"
     assert statsview._bytes(999_990) == "1.0 MB"
     assert statsview._uptime(45.9) == "45s"
-    assert statsview._uptime(8012.5) == "2h 13m"
+    assert statsview._uptime(8012.5) == "2h13m"
     assert statsview._duration(45.2e-6, statsview._ASCII) == "45.2us"
 
 
@@ -450,7 +452,7 @@ def test_main_watch_redraws_until_ctrl_c(
         server.pages["/metrics"] = (200, metrics_page(realistic_page(uptime=8013.0, accepted=10_334)))
 
     sleep = StopAfter(more_traffic, None)
-    monkeypatch.setattr(statsview, "_sleep", sleep)
+    monkeypatch.setattr(stats_command, "_sleep", sleep)
     assert main([server.url, "--watch", "--interval", "0.5", "--width", "80"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
@@ -465,7 +467,7 @@ def test_main_watch_redraws_until_ctrl_c(
 def test_main_watch_on_a_tty_clears_the_screen(
     server: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(statsview, "_sleep", StopAfter(None))
+    monkeypatch.setattr(stats_command, "_sleep", StopAfter(None))
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     assert main([server.url, "--watch", "--width", "80", "--interval", "0.2"]) == 0
     out = capsys.readouterr().out
@@ -484,7 +486,7 @@ def test_main_watch_shows_errors_and_keeps_retrying(
     def fix_it() -> None:
         server.pages["/metrics"] = good
 
-    monkeypatch.setattr(statsview, "_sleep", StopAfter(break_it, None, fix_it))
+    monkeypatch.setattr(stats_command, "_sleep", StopAfter(break_it, None, fix_it))
     assert main([server.url, "--watch", "--width", "60", "--interval", "0.5"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
@@ -501,6 +503,6 @@ def test_main_watch_shows_errors_and_keeps_retrying(
 def test_main_watch_fails_fast_when_the_first_fetch_fails(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(statsview, "_sleep", StopAfter())
+    monkeypatch.setattr(stats_command, "_sleep", StopAfter())
     assert main([f"127.0.0.1:{free_port()}", "--watch"]) == 1
     assert capsys.readouterr().err.startswith("cyclehttp stats: error: cannot reach")

@@ -358,5 +358,6 @@ class App:
         """Zero the figures (for tests and benchmarks)."""
         self._stats.reset()
 
-    def _attach_stats(self, stats: Stats) -> None:
+    def attach_stats(self, stats: Stats) -> None:
+        """Show ``stats`` as ``app.stats`` (a server serving this app calls it when it starts)."""
         self._stats = stats

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from cyclehttp.clock.histogram import HistogramSnapshot
-from cyclehttp.clock.stats import StatsSnapshot, WorkerFigures
+from cyclehttp.clock.stats import StatsSnapshot, WorkerStats
 
 __all__ = ["CONTENT_TYPE", "bucket_bounds", "render_metrics"]
 
@@ -99,7 +99,7 @@ _HISTOGRAMS: Final = (
 )  # fmt: skip
 
 
-def render_metrics(snapshot: StatsSnapshot, version: str, workers: Sequence[WorkerFigures] = ()) -> str:
+def render_metrics(snapshot: StatsSnapshot, version: str, workers: Sequence[WorkerStats] = ()) -> str:
     """The whole metrics page for ``snapshot``.
 
     ``workers`` (a ``--workers N`` server; ``snapshot`` is then every worker's
@@ -194,7 +194,7 @@ def render_metrics(snapshot: StatsSnapshot, version: str, workers: Sequence[Work
     return "\n".join(page.lines)
 
 
-def _worker_families(page: _Page, workers: Sequence[WorkerFigures]) -> None:
+def _worker_families(page: _Page, workers: Sequence[WorkerStats]) -> None:
     page.single("cyclehttp_workers", "gauge", "Worker processes of this server (--workers).", len(workers))
     page.family("cyclehttp_worker_info", "gauge", "The process serving each worker slot now.")
     for w in workers:

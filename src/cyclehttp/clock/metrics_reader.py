@@ -1,16 +1,18 @@
-"""Reading a cyclehttp server's metrics page: find it, fetch it, parse it into :class:`Metrics`.
+"""Reading a cyclehttp server's metrics page: find it, fetch it, parse it into :class:`MetricsPage`.
 
 The server publishes its figures as a Prometheus text page (see the metrics path
 option). This module is the client side of that page, kept apart from the drawing
 in :mod:`cyclehttp.clock.stats_view` so the figures can be read, tested and reused
-without a terminal in the picture. It is a pure consumer of the page (standard
-library only, no import of the server's internals) so it works against any
-reachable server, including an older or newer version: a family the page lacks is
-``None`` in the result, lines it does not understand are ignored.
+without a terminal in the picture. It is a pure consumer of the page: standard
+library only, plus one constant of its own layer (``STATUS_CLASSES``, from
+:mod:`cyclehttp.clock.stats`, so the status classes have one definition), and no
+import of the server's internals. So it works against any reachable server,
+including an older or newer version: a family the page lacks is ``None`` in the
+result, lines it does not understand are ignored.
 
 :func:`metrics_url` normalises what the user typed, :func:`fetch` gets the page
 (failures are raised as :class:`MetricsError`, worded for the user), and
-:func:`parse` turns its text into :class:`Metrics`, with each duration histogram
+:func:`parse` turns its text into :class:`MetricsPage`, with each duration histogram
 de-cumulated into per-bucket counts (:class:`Histogram`).
 """
 
@@ -26,11 +28,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from cyclehttp.clock.stats import STATUS_CLASSES
+
 __all__ = [
-    "STATUS_CLASSES",
     "Histogram",
-    "Metrics",
     "MetricsError",
+    "MetricsPage",
     "RouteTotal",
     "fetch",
     "metrics_url",
@@ -40,8 +43,6 @@ __all__ = [
 DEFAULT_PATH: Final = "/metrics"
 MAX_BODY: Final = 16 * 1024 * 1024
 """Largest metrics page accepted (a real one is a few kB); protects against a wrong URL."""
-STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-"""The status classes the server counts responses by, in display order."""
 
 _PREFIX: Final = "cyclehttp_"
 _HISTOGRAM_ORDER: Final = ("request", "handler", "connection")
@@ -89,7 +90,7 @@ class RouteTotal:
 
 
 @dataclass(frozen=True, slots=True)
-class Metrics:
+class MetricsPage:
     """What one metrics page says; ``None`` (or an empty mapping) where the page lacks a family."""
 
     version: str | None = None
@@ -328,8 +329,8 @@ def _count(value: float | None) -> int | None:
     return round(value)
 
 
-def parse(text: str) -> Metrics:
-    """Read a metrics page into :class:`Metrics`.
+def parse(text: str) -> MetricsPage:
+    """Read a metrics page into :class:`MetricsPage`.
 
     Tolerant by design: comments, unknown families and malformed lines are
     skipped, sample order does not matter, and a family the page lacks (an older
@@ -403,7 +404,7 @@ def parse(text: str) -> Metrics:
         open_now = max(0, accepted - closed)
     uptime = plain.get("cyclehttp_uptime_seconds")
     start = plain.get("cyclehttp_start_time_seconds")
-    return Metrics(
+    return MetricsPage(
         version=version,
         start_time=start if start is not None and math.isfinite(start) else None,
         uptime=uptime if uptime is not None and math.isfinite(uptime) and uptime >= 0 else None,

@@ -55,7 +55,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from cyclehttp.clock.histogram import HistogramSnapshot, LogHistogram, bucket_index
-from cyclehttp.clock.stats import STATUS_CLASSES, RouteCount, StatsSnapshot, WorkerFigures
+from cyclehttp.clock.stats import STATUS_CLASSES, RouteCount, StatsSnapshot, WorkerStats
 
 __all__ = [
     "BUFFER_SIZE",
@@ -382,19 +382,19 @@ class WorkerSlot:
             return
         self.shared.write(self.index, data)
 
-    def whole(self, live: StatsSnapshot) -> tuple[StatsSnapshot, list[WorkerFigures]]:
+    def whole(self, live: StatsSnapshot) -> tuple[StatsSnapshot, list[WorkerStats]]:
         """The whole server: this worker's live figures merged with every other slot's last snapshot.
 
         Also the per-worker figures, in slot order, for the metrics page's ``worker`` labels.
         """
         own = self.own(live)
         snapshots = [own]
-        figures: list[WorkerFigures] = []
+        per_worker: list[WorkerStats] = []
         now = time.time()
         for index in range(self.shared.workers):
             if index == self.index:
-                figures.append(
-                    WorkerFigures(index, self.pid, self.starts, own.requests, own.connections_open, 0.0)
+                per_worker.append(
+                    WorkerStats(index, self.pid, self.starts, own.requests, own.connections_open, 0.0)
                 )
                 continue
             found = self._read(index)
@@ -402,8 +402,8 @@ class WorkerSlot:
                 continue
             snapshot, raw = found
             snapshots.append(snapshot)
-            figures.append(
-                WorkerFigures(
+            per_worker.append(
+                WorkerStats(
                     index,
                     int(raw.get("pid", 0)),
                     int(raw.get("n", 1)),
@@ -412,4 +412,4 @@ class WorkerSlot:
                     max(0.0, now - float(raw.get("at", now))),
                 )
             )
-        return merge_snapshots(snapshots), figures
+        return merge_snapshots(snapshots), per_worker

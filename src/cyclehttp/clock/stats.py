@@ -16,6 +16,7 @@ on the route targets themselves (one increment per response; see
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ __all__ = [
     "RouteCount",
     "Stats",
     "StatsSnapshot",
-    "WorkerFigures",
+    "WorkerStats",
     "format_duration",
 ]
 
@@ -50,6 +51,7 @@ METHOD_NOT_IMPLEMENTED: Final = "method"
 LIMITS: Final = ("max_header_size", "max_url_length", "max_body_size", "max_connections")
 TIMEOUTS: Final = ("header_timeout", "body_timeout", "keep_alive_timeout", "send_timeout")
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+"""The status classes responses are counted by, in display order (the metrics reader uses them too)."""
 
 # Route labels of the answers that belong to no declared route.
 ANY_METHOD: Final = "<any>"
@@ -102,7 +104,7 @@ class StatsSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerFigures:
+class WorkerStats:
     """One worker process of a ``--workers N`` server, as the metrics page shows it.
 
     The figures of a worker slot are cumulative over the processes that held
@@ -245,19 +247,36 @@ class Stats:
             self._router.reset_counts()
 
 
-def format_duration(ns: float) -> str:
-    """A duration for people: ``850ns``, ``45.2us``, ``1.25ms``, ``3.10s``, ``2m05s``, ``3h07m``."""
-    if ns < 1e3:
+def format_duration(ns: float | None, *, micro: str = "u") -> str:
+    """A duration for people: ``850ns``, ``45.2us``, ``1.25ms``, ``3.10s``, ``2m05s``, ``3h07m``, ``2d03h``.
+
+    Under a minute, three significant digits in the largest unit that keeps the
+    number under 1000 (``999.9us`` is ``1.00ms``, not ``1e+03us``); from a minute
+    on, two whole units with no space, so a log line keeps a duration as one
+    word. ``micro`` is the prefix of microseconds: ``u`` (ASCII, for logs) or
+    ``µ`` (a terminal that can draw it). ``-`` for a figure that is missing
+    (``None``), negative or not finite.
+    """
+    if ns is None or not math.isfinite(ns) or ns < 0:
+        return "-"
+    if round(ns) < 1000:
         return f"{ns:.0f}ns"
-    if ns < 1e6:
-        return f"{ns / 1e3:.3g}us"
-    if ns < 1e9:
-        return f"{ns / 1e6:.3g}ms"
-    seconds = ns / 1e9
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    for scale, unit, limit in ((1e3, micro + "s", 1000), (1e6, "ms", 1000), (1e9, "s", 60)):
+        text = _three_digits(ns / scale)
+        if float(text) < limit:
+            return text + unit
+    total = round(ns / 1e9)
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def _three_digits(value: float) -> str:
+    """``value`` (from 1 up) with three significant digits: ``1.25``, ``45.2``, ``850``."""
+    if round(value, 2) < 10:
+        return f"{value:.2f}"
+    if round(value, 1) < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}"

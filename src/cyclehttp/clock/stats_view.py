@@ -1,48 +1,37 @@
 """``cyclehttp stats URL``: a running server's metrics page, drawn for a terminal.
 
-:mod:`cyclehttp.metricsclient` fetches and parses the page; this module draws one
-screen from the resulting :class:`~cyclehttp.metricsclient.Metrics`: a summary of
-connections, requests, traffic and errors, one bar chart per duration histogram
-with its percentiles, and the busiest routes. Figures the page lacks (an older
-server) are shown as ``-`` or skipped, so any reachable server can be shown.
+:mod:`cyclehttp.clock.metrics_reader` fetches and parses the page; this module draws
+one screen from the resulting :class:`~cyclehttp.clock.metrics_reader.MetricsPage`: a
+summary of connections, requests, traffic and errors, one bar chart per duration
+histogram with its percentiles, and the busiest routes. Figures the page lacks (an
+older server) are shown as ``-`` or skipped, so any reachable server can be shown.
 
-:func:`render` draws a screen as a string (pure: the clock can be injected, so it
-is tested without a terminal) and :func:`main` is the command line, including
-``--watch``, which redraws until Ctrl-C and keeps retrying while the page cannot
-be read.
+:func:`render` draws a screen as a string and :func:`render_error` the screen of a
+page that cannot be read; both are pure (the clock can be injected, so they are
+tested without a terminal). The command line around them, ``--watch`` included, is
+:mod:`cyclehttp.serving.stats_command`.
 
 Every line of a screen fits the requested width. The Unicode glyphs used (``·``
 ``─`` ``≤`` ``◀`` ``…`` ``µ`` and the eighth blocks ``▏``..``█``) are all one
 column wide in Western terminals; an ASCII rendition is used on request or when
-stdout's encoding cannot represent them.
+stdout's encoding cannot represent them (:data:`UNICODE_CHARS` are the characters
+to check).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import shutil
-import sys
 import textwrap
 import time
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TextIO
+from typing import Final
 
-from cyclehttp.clock.metrics_reader import (
-    STATUS_CLASSES,
-    Histogram,
-    Metrics,
-    MetricsError,
-    fetch,
-    metrics_url,
-    parse,
-)
+from cyclehttp.clock.metrics_reader import Histogram, MetricsPage
+from cyclehttp.clock.stats import STATUS_CLASSES, format_duration
 
-__all__ = ["main", "render"]
-
-PROG: Final = "cyclehttp stats"
+__all__ = ["UNICODE_CHARS", "render", "render_error"]
 
 _MAX_ROWS: Final = 14
 """Most bar rows per histogram; adjacent buckets are merged pairwise until the chart fits."""
@@ -80,7 +69,8 @@ class _Glyphs:
 
 _UNICODE: Final = _Glyphs(" · ", "─", "≤ ", "> ", "◀ ", "…", "µ", "▏▎▍▌▋▊▉█")
 _ASCII: Final = _Glyphs(" | ", "-", "<= ", "> ", "< ", "...", "u", "#")
-_UNICODE_CHARS: Final = "·─≤◀…µ▏▎▍▌▋▊▉█"
+UNICODE_CHARS: Final = "·─≤◀…µ▏▎▍▌▋▊▉█"
+"""Every non-ASCII character a Unicode screen may use."""
 
 
 def _char_cells(char: str) -> int:
@@ -123,44 +113,17 @@ def _clean(text: str, ascii_only: bool) -> str:
     return text
 
 
-def _sig3(value: float) -> str:
-    """``value`` with three significant digits: 1.25, 45.2, 850."""
-    if round(value, 2) < 10:
-        return f"{value:.2f}"
-    if round(value, 1) < 100:
-        return f"{value:.1f}"
-    return f"{value:.0f}"
-
-
 def _duration(seconds: float | None, g: _Glyphs) -> str:
-    """Human duration: ``850ns``, ``45.2µs``, ``1.25ms``, ``3.10s``, ``2m 05s``, ``1h 13m``, ``2d 03h``."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    ns = seconds * 1e9
-    if round(ns) < 1000:
-        return f"{ns:.0f}ns"
-    for scale, unit, limit in ((1e3, g.micro + "s", 1000), (1e6, "ms", 1000), (1e9, "s", 60)):
-        text = _sig3(ns / scale)
-        if float(text) < limit:
-            return text + unit
-    return _long_duration(round(seconds))
-
-
-def _long_duration(total: int) -> str:
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m {total % 60:02d}s"
-    if total < 86400:
-        return f"{total // 3600}h {total % 3600 // 60:02d}m"
-    return f"{total // 86400}d {total % 86400 // 3600:02d}h"
+    """A duration from the page (seconds), as :func:`~cyclehttp.clock.stats.format_duration` writes it."""
+    return format_duration(None if seconds is None else seconds * 1e9, micro=g.micro)
 
 
 def _uptime(seconds: float | None) -> str:
-    """Human uptime: ``45s``, ``2m 05s``, ``2h 13m``, ``3d 04h``."""
+    """Uptime in whole seconds: ``45s``, ``2m05s``, ``2h13m``, ``3d04h``."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "-"
-    return _long_duration(int(seconds))
+    whole = int(seconds)
+    return f"{whole}s" if whole < 60 else format_duration(whole * 1e9)
 
 
 def _number(value: int | None) -> str:
@@ -233,16 +196,16 @@ def _wrap(label: str, items: Sequence[str], width: int, indent: int, sep: str) -
 
 
 def render(
-    metrics: Metrics,
+    page: MetricsPage,
     *,
     width: int = 80,
-    previous: Metrics | None = None,
+    previous: MetricsPage | None = None,
     interval: float | None = None,
     ascii_only: bool = False,
     url: str = "",
     now: float | None = None,
 ) -> str:
-    """Draw one screen of ``metrics`` as text, no line wider than ``width`` columns.
+    """Draw one screen of ``page`` as text, no line wider than ``width`` columns.
 
     With ``previous`` (the page read ``interval`` seconds earlier) it shows the
     current rates (requests/s, connections/s, bytes/s); without, totals and the
@@ -254,17 +217,17 @@ def render(
     restarted = (
         previous is not None
         and previous.uptime is not None
-        and metrics.uptime is not None
-        and metrics.uptime < previous.uptime
+        and page.uptime is not None
+        and page.uptime < previous.uptime
     )
     if restarted or not interval or interval <= 0:
         previous = None  # counters were reset, or no time base: no rates
-    lines = _title(metrics.version, url, width, g, now)
-    lines += _summary(metrics, previous, interval, width, g, restarted)
-    for key, histogram in metrics.histograms.items():
+    lines = _title(page.version, url, width, g, now)
+    lines += _summary(page, previous, interval, width, g, restarted)
+    for key, histogram in page.histograms.items():
         lines.append("")
         lines += _histogram_lines(key, histogram, width, g)
-    route_lines = _route_lines(metrics, previous, interval, width, g)
+    route_lines = _route_lines(page, previous, interval, width, g)
     if route_lines:
         lines.append("")
         lines += route_lines
@@ -286,7 +249,12 @@ def _rate_of(current: int | None, before: int | None, interval: float | None) ->
 
 
 def _summary(
-    m: Metrics, previous: Metrics | None, interval: float | None, width: int, g: _Glyphs, restarted: bool
+    m: MetricsPage,
+    previous: MetricsPage | None,
+    interval: float | None,
+    width: int,
+    g: _Glyphs,
+    restarted: bool,
 ) -> list[str]:
     def line(label: str, items: Sequence[str]) -> list[str]:
         return _wrap(label, items, width, _LABEL_WIDTH, g.sep)
@@ -483,7 +451,7 @@ def _bar(fraction: float, cells: int, g: _Glyphs) -> str:
 
 
 def _route_lines(
-    m: Metrics, previous: Metrics | None, interval: float | None, width: int, g: _Glyphs
+    m: MetricsPage, previous: MetricsPage | None, interval: float | None, width: int, g: _Glyphs
 ) -> list[str]:
     if m.requests is None:
         return []
@@ -546,21 +514,27 @@ def _share(count: int, total: int) -> str:
     return "<0.1%" if 0 < share < 0.05 else f"{share:.1f}%"
 
 
-def _error_screen(
+def render_error(
     message: str,
-    url: str,
-    width: int,
-    g: _Glyphs,
     *,
-    now: float,
-    last_ok: float | None,
     every: float,
-    version: str | None,
+    width: int = 80,
+    ascii_only: bool = False,
+    url: str = "",
+    version: str | None = None,
+    last_ok: float | None = None,
+    now: float | None = None,
 ) -> str:
-    """What ``--watch`` shows while the server cannot be read: the error, and that it keeps trying."""
+    """What ``--watch`` shows while the server cannot be read: the error, and that it keeps trying.
+
+    ``every`` is the retry interval in seconds, ``version`` the server's from the
+    last page read and ``last_ok`` (Unix time) when that was; the other
+    arguments are :func:`render`'s.
+    """
+    g = _ASCII if ascii_only else _UNICODE
     lines = _title(version, url, width, g, now)
     lines += textwrap.wrap(
-        "error: " + _clean(message, g is _ASCII),
+        "error: " + _clean(message, ascii_only),
         width=width,
         subsequent_indent="  ",
         break_on_hyphens=False,
@@ -569,136 +543,4 @@ def _error_screen(
     if last_ok is not None:
         retry += f"; last data at {time.strftime('%H:%M:%S', time.localtime(last_ok))}"
     lines += ["", retry]
-    return "\n".join(_truncate(_clean(line, g is _ASCII), width, g.ellipsis) for line in lines)
-
-
-# --- the command --------------------------------------------------------------------
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0.1):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0.1, got {text!r}")
-    return value
-
-
-def _width(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of columns, got {text!r}") from None
-    if value < 40:
-        raise argparse.ArgumentTypeError(f"expected at least 40 columns, got {value}")
-    return value
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Show a running cyclehttp server's metrics page in the terminal.",
-    )
-    parser.add_argument(
-        "url",
-        metavar="URL",
-        help="the server's metrics page, e.g. 127.0.0.1:8000 (means http://127.0.0.1:8000/metrics)",
-    )
-    parser.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
-    parser.add_argument(
-        "--interval",
-        type=_interval,
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between redraws (default: 1)",
-    )
-    parser.add_argument("--ascii", action="store_true", help="draw with ASCII characters only")
-    parser.add_argument(
-        "--width", type=_width, metavar="N", help="columns to draw (default: the terminal's, from 60 to 120)"
-    )
-    return parser
-
-
-def _terminal_width() -> int:
-    return min(max(shutil.get_terminal_size((80, 24)).columns, 60), 120)
-
-
-def _can_draw_unicode(stream: TextIO) -> bool:
-    encoding = getattr(stream, "encoding", None) or "ascii"
-    try:
-        _UNICODE_CHARS.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-_sleep: Callable[[float], None] = time.sleep
-"""How ``--watch`` waits between redraws (tests replace it)."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cyclehttp stats``; returns the exit status (0 ok, 1 cannot read the page, 2 bad input)."""
-    args = _build_parser().parse_args(argv)
-    out = sys.stdout
-    try:
-        url = metrics_url(args.url)
-    except ValueError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    ascii_only = bool(args.ascii) or not _can_draw_unicode(out)
-
-    def width() -> int:
-        return int(args.width) if args.width is not None else _terminal_width()
-
-    if not args.watch:
-        try:
-            metrics = parse(fetch(url))
-        except MetricsError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130  # interrupted while waiting for the server: no traceback
-        out.write(render(metrics, width=width(), ascii_only=ascii_only, url=url) + "\n")
-        out.flush()
-        return 0
-    try:
-        return _watch(url, float(args.interval), width, ascii_only, out)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _watch(url: str, every: float, width: Callable[[], int], ascii_only: bool, out: TextIO) -> int:
-    """Redraw until interrupted; a failure before the first success ends with status 1."""
-    g = _ASCII if ascii_only else _UNICODE
-    tty = out.isatty()
-    previous: Metrics | None = None
-    previous_at = 0.0
-    last_ok: float | None = None
-    screens = 0
-    while True:
-        started = time.monotonic()
-        try:
-            metrics = parse(fetch(url, timeout=max(5.0, every)))
-        except MetricsError as exc:
-            if last_ok is None:
-                print(f"{PROG}: error: {exc}", file=sys.stderr)
-                return 1
-            version = previous.version if previous is not None else None
-            screen = _error_screen(
-                str(exc), url, width(), g, now=time.time(), last_ok=last_ok, every=every, version=version
-            )
-        else:
-            interval = started - previous_at if previous is not None else None
-            screen = render(
-                metrics, width=width(), previous=previous, interval=interval, ascii_only=ascii_only, url=url
-            )
-            previous, previous_at, last_ok = metrics, started, time.time()
-        if tty:
-            screen = "\x1b[H\x1b[2J" + screen  # one write: less flicker
-        elif screens:
-            screen = "\n" + screen
-        out.write(screen + "\n")
-        out.flush()
-        screens += 1
-        _sleep(max(every - (time.monotonic() - started), 0.0))
+    return "\n".join(_truncate(_clean(line, ascii_only), width, g.ellipsis) for line in lines)

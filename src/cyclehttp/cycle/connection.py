@@ -43,7 +43,6 @@ from typing import Any, Final
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade
 
 from cyclehttp.clock.histogram import FAST_INDEX, FAST_SHIFT
-from cyclehttp.cycle.context import ConnectionContext
 from cyclehttp.cycle.core import CONTINUE, FLUSH_BYTES, Refused
 from cyclehttp.cycle.failures import error_log
 from cyclehttp.cycle.framing import (
@@ -82,8 +81,6 @@ class HttpProtocol(FramingChecks):
         self._started_ns = monotonic_ns()
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         server = self._server
-        config = server.config
-        self._context = ConnectionContext(transport, config, server.app)
         self._stats.connections_accepted += 1
         if self._access is not None:
             self._peer = _peer_host(transport)
@@ -391,7 +388,7 @@ class HttpProtocol(FramingChecks):
                 b"".join(body),  # type: ignore[arg-type]
                 self._params,
                 self._version,
-                self._context,
+                self._context or self._new_context(),
             )
             if trailers is not None:
                 request.raw_trailers = trailers

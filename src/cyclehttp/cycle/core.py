@@ -152,7 +152,7 @@ class ConnectionCore(asyncio.Protocol):
         self._batch = 0
         self._state = IDLE
         self._transport: asyncio.Transport | None = None
-        self._context: ConnectionContext | None = None  # what its Requests share; connection_made
+        self._context: ConnectionContext | None = None  # what its Requests share: _new_context
         self._parser = HttpRequestParser(self)
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._out: list[bytes] = []
@@ -273,6 +273,12 @@ class ConnectionCore(asyncio.Protocol):
     def _log_access(self, request: Request | None, status: int, size: int, start: int) -> None:
         assert self._access is not None
         self._access.log(self._peer, request, status, size, start)
+
+    def _new_context(self) -> ConnectionContext:
+        """The context of this connection's Requests, made with the first of them (once)."""
+        server = self._server
+        self._context = context = ConnectionContext(self._transport, server.config, server.app)
+        return context
 
     def _execute_or_queue(self, entry: QueueEntry, *, even_unread: bool = False) -> None:
         """Answer now when nothing is ahead and the client reads; else wait in the queue (bounded).

@@ -310,7 +310,7 @@ async def read_form(request: FormSource) -> FormData:
     if _BOUNDARY.fullmatch(boundary) is None:
         raise HTTPError(400, "invalid multipart boundary (RFC 2046: 1 to 70 characters)")
     reader = _MultipartReader(boundary, config)
-    form = FormData([], reader.files)
+    received = FormData([], reader.files)  # closes the files received so far if the body fails
     try:
         async for chunk in request.body_chunks():
             reader.parser.write(chunk)
@@ -318,12 +318,12 @@ async def read_form(request: FormSource) -> FormData:
         if not reader.ended:
             raise HTTPError(400, "multipart body truncated: no closing boundary")
     except MultipartParseError as exc:
-        form.close()
+        received.close()
         raise HTTPError(400, f"malformed multipart body: {exc}") from None
     except BaseException:
-        form.close()
+        received.close()
         raise
-    form._build(reader.items, fold=False)
+    form = FormData(reader.items, reader.files)
     if form.files:
         task = asyncio.current_task()
         if task is not None:  # outside a task (never in a server) the caller closes it

@@ -151,7 +151,7 @@ def plan_representations(response: Response) -> tuple[_Representation, ...]:
             return (_Representation("identity", response, None, None),)
         items = [(name, value) for name, value in items if name.lower() != "etag"]
     else:
-        digest = hashlib.blake2b(response._header_block + b"\r\n" + response.body, digest_size=8)
+        digest = hashlib.blake2b(response.header_block + b"\r\n" + response.body, digest_size=8)
         etag = f'"{digest.hexdigest()}"'
     body = response.body
     names = [name.lower() for name, _ in items]

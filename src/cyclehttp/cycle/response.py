@@ -167,6 +167,11 @@ class Response:
         return self
 
     @property
+    def header_block(self) -> bytes:
+        """The validated header lines as they go on the wire (``Name: value\r\n`` each)."""
+        return self._header_block
+
+    @property
     def frozen(self) -> bool:
         """True once ``freeze()`` was called (e.g. the response is a static route's target)."""
         return self._frozen

@@ -75,7 +75,7 @@ class UploadHandling(FailureHandling):
                     b"",
                     self._params,
                     version,
-                    self._context,
+                    self._context or self._new_context(),
                 )
             self._execute_or_queue((target, request, CLOSE, self._head, self._begin_ns))
             raise Refused  # stop parsing: nothing more is read from this client
@@ -98,7 +98,7 @@ class UploadHandling(FailureHandling):
             stream,
             self._params,
             self._version,
-            self._context,
+            self._context or self._new_context(),
         )
         self._execute_or_queue((target, request, self._mode, self._head, self._begin_ns))
 

@@ -1,4 +1,5 @@
-"""The one line a server logs when it starts: where, how many processes, what is switched on.
+"""The listening line: the one line a server logs when it starts listening, saying where,
+how many processes and what is switched on (not to be confused with the startup hooks).
 
 ``cyclehttp 0.1.0 listening on http://127.0.0.1:8000 (1 process; uvloop 0.23.0,
 httptools 0.9.0, brotli: yes; timing on, access log off)``. A single process
@@ -15,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from cyclehttp.config import Config
 from cyclehttp.serving.listeners import describe
 
-__all__ = ["module_version", "speedups", "startup_line"]
+__all__ = ["listening_line", "module_version", "speedups"]
 
 
 def module_version(name: str) -> str:
@@ -40,10 +41,10 @@ def speedups() -> str:
     return f"uvloop {module_version('uvloop')}, httptools {module_version('httptools')}, brotli: {brotli}"
 
 
-def startup_line(
+def listening_line(
     socks: Sequence[socket.socket], config: Config, *, workers: int = 1, balance: str | None = None
 ) -> str:
-    """The start-up line for a server on ``socks``; ``balance`` describes how ``workers`` > 1 share them."""
+    """The listening line for a server on ``socks``; ``balance`` describes how ``workers`` > 1 share them."""
     from cyclehttp.version import __version__
 
     where = ", ".join(describe(sock) for sock in socks) or "(no socket)"

@@ -25,6 +25,7 @@ from cyclehttp.config import DEFAULTS, Config
 from cyclehttp.errors import RouteError
 from cyclehttp.serving.envvars import TARGET_VARIABLE, add_env_help, apply_environment
 from cyclehttp.serving.listeners import ListenError, close_listeners, open_listeners
+from cyclehttp.serving.options import number
 from cyclehttp.serving.workers import BALANCES, DEFAULT_BALANCE
 from cyclehttp.version import __version__
 
@@ -122,34 +123,10 @@ def _as_app(value: object, target: str, factory: bool) -> App:
     )
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, got {port}")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _fd(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a file descriptor number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a file descriptor number >= 0, got {value}")
-    return value
+_port = number(int, minimum=0, maximum=65535, what="a number", name="port")
+_positive_int = number(int, minimum=1)
+_fd = number(int, minimum=0, what="a file descriptor number")
+_seconds = number(float, minimum=0, what="seconds", allow_inf=True)  # inf: a timeout that never fires
 
 
 def _workers(text: str) -> int:
@@ -167,16 +144,6 @@ def _workers(text: str) -> int:
             f"expected a number of processes >= 1, or 0/auto for one per CPU, got {value}"
         )
     return value if value > 0 else os.cpu_count() or 1
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value}")
-    return value
 
 
 def _path(text: str) -> str:
@@ -359,9 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["stats"]:
-        from cyclehttp.clock import stats_view
+        from cyclehttp.serving import stats_command
 
-        return stats_view.main(arguments[1:])
+        return stats_command.main(arguments[1:])
     if arguments[:1] == ["routes"]:
         return _routes(arguments[1:])
     parser = build_parser()

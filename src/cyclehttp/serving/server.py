@@ -31,7 +31,7 @@ from cyclehttp.cycle.server_state import ServerState
 from cyclehttp.cycle.targets import HandlerTarget
 from cyclehttp.cycle.wire import DATE
 from cyclehttp.errors import StartupError
-from cyclehttp.serving.banner import startup_line
+from cyclehttp.serving.banner import listening_line
 
 if TYPE_CHECKING:
     from cyclehttp.app.application import App
@@ -120,7 +120,7 @@ class Server:
         if metrics_path is not None:
             router.add_internal(metrics_path, HandlerTarget(self._metrics_page))
         self.stats.attach(router)
-        self.app._attach_stats(self.stats)
+        self.app.attach_stats(self.stats)
         return ServerState(router, self.config, self.stats, asyncio.get_running_loop(), self.app)
 
     async def _start_hooks(self, stop_requested: Callable[[], bool] | None = None) -> bool:
@@ -299,7 +299,7 @@ class Server:
         managers stop a server.
 
         ``announce=False`` (a worker, whose supervisor speaks for all of them) leaves out the
-        start-up line and the exit summary and logs the first signal at debug level.
+        listening line and the exit summary and logs the first signal at debug level.
         """
         listening = _listening(sock, socks)
         state = self._prepare()
@@ -356,7 +356,7 @@ class Server:
                 else:
                     await self._open(state, host, port, listening, backlog)
                     if not stop.is_set():
-                        say("%s", startup_line(self.sockets, self.config))
+                        say("%s", listening_line(self.sockets, self.config))
                     await stop.wait()
                     await self.shutdown()
         finally:

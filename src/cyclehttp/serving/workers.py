@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from cyclehttp.clock.shared import SharedStats, WorkerSlot
 from cyclehttp.config import Config
 from cyclehttp.cycle.targets import HandlerTarget
-from cyclehttp.serving.banner import startup_line
+from cyclehttp.serving.banner import listening_line
 from cyclehttp.serving.listeners import close_listeners, open_listeners
 
 if TYPE_CHECKING:
@@ -402,7 +402,7 @@ def run_workers(
         shared = SharedStats(workers)
         try:
             balance = "one SO_REUSEPORT socket each" if reuse_port else "one shared socket"
-            logger.info("%s", startup_line(socks, config, workers=workers, balance=balance))
+            logger.info("%s", listening_line(socks, config, workers=workers, balance=balance))
             from cyclehttp.serving.server import summary
 
             status = Supervisor(app, config, listeners, backlog=backlog, shared=shared).run()
