@@ -97,6 +97,7 @@ def test_int_float_str_path_and_target(monkeypatch: pytest.MonkeyPatch) -> None:
             "CYCLEHTTP_HOST": "0.0.0.0",
             "CYCLEHTTP_MAX_BODY_SIZE": "2048",
             "CYCLEHTTP_KEEP_ALIVE_TIMEOUT": "12.5",
+            "CYCLEHTTP_SEND_TIMEOUT": "30",
             "CYCLEHTTP_METRICS_PATH": "/metrics",
             "CYCLEHTTP_APP_DIR": "/srv/app",
             "CYCLEHTTP_LOG_LEVEL": "debug",
@@ -108,6 +109,7 @@ def test_int_float_str_path_and_target(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.host == "0.0.0.0"
     assert args.max_body_size == 2048
     assert args.keep_alive_timeout == 12.5
+    assert args.send_timeout == 30.0
     assert args.metrics_path == "/metrics"
     assert args.app_dir == "/srv/app"
     assert args.log_level == "debug"
