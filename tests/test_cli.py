@@ -17,6 +17,7 @@ import pytest
 
 from cyclehttp import App, __version__
 from cyclehttp.serving.cli import TargetError, build_parser, load_app, main
+from cyclehttp.version import BUILD
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
@@ -232,7 +233,7 @@ def test_cli_module_raising_on_import_exits_2(command: list[str], tmp_path: Path
 def test_cli_version(command: list[str]) -> None:
     result = run_cli(command, "--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"cyclehttp {__version__}"
+    assert result.stdout.strip() == f"cyclehttp {__version__} ({BUILD})"
 
 
 def _free_port() -> int:

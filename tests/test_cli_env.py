@@ -19,6 +19,7 @@ from cyclehttp import __version__
 from cyclehttp.serving.banner import module_version
 from cyclehttp.serving.cli import _parse, build_parser, build_routes_parser
 from cyclehttp.serving.envvars import apply_environment, env_name, parse_bool
+from cyclehttp.version import BUILD
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
@@ -298,13 +299,13 @@ def test_process_version_exits_0() -> None:
         check=False,
     )
     assert result.returncode == 0
-    assert result.stdout.strip() == f"cyclehttp {__version__}"
+    assert result.stdout.strip() == f"cyclehttp {__version__} ({BUILD})"
 
 
 # --- the listening line, from the real process -----------------------------------------
 
 
-LINE = re.compile(r"cyclehttp (\S+) listening on (\S+) \((.*)\)$")
+LINE = re.compile(r"cyclehttp (\S+) \((compiled|pure Python)\) listening on (\S+) \((.*)\)$")
 
 
 def _serve_and_read_line(tmp_path: Path, args: list[str], env: dict[str, str]) -> tuple[str, str, str]:
@@ -326,7 +327,8 @@ def _serve_and_read_line(tmp_path: Path, args: list[str], env: dict[str, str]) -
                     match = LINE.search(line) or match
                 time.sleep(0.02)
             assert match is not None, f"no listening line (exit {process.poll()}): {log_path.read_text()}"
-            version, url, details = match.groups()
+            version, build, url, details = match.groups()
+            assert build == BUILD
             host, _, port = url.removeprefix("http://").rpartition(":")
             with socket.create_connection((host, int(port)), timeout=5) as sock:
                 sock.settimeout(5)

@@ -333,6 +333,36 @@ async def test_an_error_mid_stream_aborts_that_connection_and_is_logged(
         assert (await conn.read_response()).body == b"still here"
 
 
+async def test_a_stream_after_a_failed_one_is_sent_whole(cyclehttp_server) -> None:
+    """A failed stream leaves nothing behind: the next one on the server ends cleanly."""
+
+    async def failing(request: Request) -> StreamingResponse:
+        async def generate() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise RuntimeError("the feed broke")
+
+        return Response.stream(generate())
+
+    async def fine(request: Request) -> StreamingResponse:
+        async def generate() -> AsyncIterator[bytes]:
+            for piece in (b"a", b"b", b"c"):
+                yield piece
+                await asyncio.sleep(0)
+
+        return Response.stream(generate())
+
+    server = await cyclehttp_server(App([("GET", "/fail", failing), ("GET", "/fine", fine)]))
+    async with await server.raw() as conn:
+        await conn.send(get("/fail"))
+        await conn.read_until_closed()
+    for _ in range(3):
+        async with await server.raw() as conn:
+            await conn.send(get("/fine"))
+            response = await conn.read_response()
+            assert response.body == b"abc"
+    assert server.stats.handler_exceptions == 1
+
+
 # -- order, shutdown, metrics ------------------------------------------------------------------
 
 

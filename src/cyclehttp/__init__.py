@@ -9,9 +9,11 @@ from cyclehttp.cycle.response import Response
 from cyclehttp.cycle.response_stream import StreamingResponse
 from cyclehttp.errors import ClientDisconnected, HTTPError, RouteError, StartupError
 from cyclehttp.serving.server import Server, run
+from cyclehttp.version import COMPILED
 from cyclehttp.version import __version__ as __version__
 
 __all__ = [
+    "COMPILED",
     "App",
     "ClientDisconnected",
     "FileResponse",

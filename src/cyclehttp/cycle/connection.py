@@ -43,6 +43,7 @@ from typing import Any, Final
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade
 
 from cyclehttp.clock.histogram import FAST_INDEX, FAST_SHIFT
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.core import CONTINUE, FLUSH_BYTES, Refused
 from cyclehttp.cycle.failures import error_log
 from cyclehttp.cycle.framing import (
@@ -72,6 +73,7 @@ _QUESTION_MARK: Final = ord("?")
 _PLAIN_RESULTS: Final = frozenset({dict, list, str, bytes, Response})
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HttpProtocol(FramingChecks):
     """An HTTP/1.1 connection served with httptools on an asyncio (uvloop) transport."""
 

@@ -87,8 +87,8 @@ def _expires(expires: datetime | int | float) -> str:
 
 
 def set_cookie_header(
-    name: str,
-    value: str,
+    name: object,
+    value: object,
     *,
     max_age: int | None = None,
     expires: datetime | int | float | None = None,
@@ -96,7 +96,7 @@ def set_cookie_header(
     domain: str | None = None,
     secure: bool = False,
     httponly: bool = False,
-    samesite: SameSite | None = "lax",
+    samesite: object = "lax",
     partitioned: bool = False,
 ) -> str:
     """The value of a ``Set-Cookie`` header (RFC 6265 section 4.1), validated.
@@ -110,6 +110,9 @@ def set_cookie_header(
     token, a value outside cookie-octets, a path or domain with ``;`` or
     control characters, or another ``samesite``.
     """
+    for flag, flag_value in (("secure", secure), ("httponly", httponly), ("partitioned", partitioned)):
+        if not isinstance(flag_value, bool):
+            raise TypeError(f"{flag} must be True or False, got {flag_value!r}")
     if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
         raise ValueError(f"invalid cookie name {name!r}: use letters, digits and !#$%&'*+-.^_`|~")
     if not isinstance(value, str) or not _COOKIE_VALUE_RE.fullmatch(value):

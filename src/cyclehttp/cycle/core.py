@@ -19,6 +19,7 @@ from httptools import HttpRequestParser
 
 from cyclehttp.clock.histogram import FAST_INDEX, FAST_SHIFT
 from cyclehttp.clock.stats import PARSE_ERROR
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.context import ConnectionContext
 from cyclehttp.cycle.request import Request
 from cyclehttp.cycle.request_stream import BodyStream
@@ -65,6 +66,7 @@ class Refused(Exception):
         self.reason = reason
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ConnectionCore(asyncio.Protocol):
     """The fields and shared primitives of one connection; ``HttpProtocol`` is the whole of it."""
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from httptools import HttpParserError, HttpParserInvalidMethodError
 
 from cyclehttp.clock.stats import METHOD_NOT_IMPLEMENTED, PARSE_ERROR
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.core import ConnectionCore
 from cyclehttp.cycle.request_stream import BodyStream
 from cyclehttp.cycle.response import error_response
@@ -54,6 +55,7 @@ _REQUEST_LINE: Final = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}) [\x21-\x
 _INTERNAL_ERROR: Final = error_response(500).freeze()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FailureHandling(ConnectionCore):
     """Error answers, timeouts and shutdown (see the module docstring)."""
 

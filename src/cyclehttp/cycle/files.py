@@ -44,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, Final
 from urllib.parse import quote
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.ranges import UNSATISFIABLE, http_date_seconds, if_range_matches, parse_range
 from cyclehttp.cycle.response_stream import BodySender, BodySink, LongResponse, header_block, render_block
 from cyclehttp.cycle.wire import CONNECTION_LINES, DATE, OCTET_STREAM, STATUS_LINES, HeadersLike
@@ -93,6 +94,7 @@ def _content_disposition(filename: str) -> str:
     return value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FileResponse(LongResponse):
     """A file on disk as a response: ``Response.file(path)``.
 
@@ -196,7 +198,7 @@ class FileResponse(LongResponse):
         extra = b""
         if method == "GET":
             wanted = self._range(request)
-            if wanted is UNSATISFIABLE:
+            if wanted == UNSATISFIABLE:
                 body = b"Range Not Satisfiable: the file has %d bytes" % size
                 data = b"".join(
                     (

@@ -40,6 +40,7 @@ from urllib.parse import unquote_to_bytes
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.config import Config
 from cyclehttp.cycle.mappings import Headers, MultiMapping
 from cyclehttp.errors import HTTPError
@@ -106,6 +107,7 @@ class UploadFile:
         return f"<UploadFile {self.filename!r} {self.content_type!r} {self.size} bytes>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FormData(MultiMapping):
     """The form's text fields (``form["name"]``, ``get``, ``getall``) and ``files``.
 

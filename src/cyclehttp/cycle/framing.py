@@ -10,10 +10,11 @@ not a path (``_absolute_form``: absolute form, ``*``).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from httptools import HttpParserError, parse_url
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.core import Refused
 from cyclehttp.cycle.router import ASTERISK
 from cyclehttp.cycle.sending import LongBodySending
@@ -32,6 +33,7 @@ RANGE: Final = 2
 IF_RANGE: Final = 3
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FramingChecks(LongBodySending):
     """Header limits, trailers, Transfer-Encoding and request-target forms (see the module docstring)."""
 
@@ -115,6 +117,8 @@ class FramingChecks(LongBodySending):
             if self._parser.get_method() != b"OPTIONS":
                 raise Refused(400, "the request target '*' is only allowed with OPTIONS")
             return ASTERISK, b""
+        # Any: httptools gives None for the parts a URL lacks, where its stubs say bytes.
+        parsed: Any
         try:
             parsed = parse_url(url)
         except HttpParserError:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.config import DEFAULT_MAX_QUERY_PAIRS
 from cyclehttp.errors import HTTPError
 
@@ -23,6 +24,7 @@ MAX_QUERY_PAIRS: Final = DEFAULT_MAX_QUERY_PAIRS
 _BAD_PERCENT_RE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MultiMapping(Mapping[str, str]):
     """A read-only mapping of str to str that keeps every value of a key.
 
@@ -72,6 +74,7 @@ class MultiMapping(Mapping[str, str]):
         return f"{type(self).__name__}({self._items!r})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Headers(MultiMapping):
     """Request headers: case-insensitive, multi-value aware.
 
@@ -103,6 +106,7 @@ def _query_part(raw: bytes) -> str:
         ) from None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class QueryParams(MultiMapping):
     """The query string as a multi-value mapping (form-urlencoded rules: ``+`` is a space).
 

@@ -26,6 +26,7 @@ from cyclehttp.cycle.response import Response
 from cyclehttp.cycle.wire import CLOSE, KEEP_ALIVE, KEEP_ALIVE_HTTP10, TEXT_PLAIN
 
 __all__ = [
+    "BROTLI",
     "COMPRESS_MIN_SIZE",
     "SPLIT_BODY_THRESHOLD",
     "PrerenderedResponse",
@@ -85,6 +86,9 @@ def _load_brotli() -> Any:
 
 _brotli: Any = _load_brotli()
 """The optional ``brotli`` module (``pip install 'cyclehttp[brotli]'``), or None: no br variants."""
+
+BROTLI: Final = _brotli is not None
+"""Whether static responses get br variants (the listening line says so)."""
 
 
 def is_compressible(content_type: str | None) -> bool:
@@ -328,7 +332,7 @@ class PrerenderedResponse:
         wanted = parse_range(range_field.decode("latin-1"), size)
         if wanted is None:
             return self
-        if wanted is UNSATISFIABLE:
+        if wanted == UNSATISFIABLE:
             part = Response(
                 b"Range Not Satisfiable: the body has %d bytes" % size,
                 416,

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.config import DEFAULTS, Config
 from cyclehttp.cycle.cookies import parse_cookie_header
 from cyclehttp.cycle.forms import FormData, read_form
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from cyclehttp.cycle.context import ConnectionContext
     from cyclehttp.types import ServedApp
 
-__all__ = ["Headers", "QueryParams", "Request", "parse_json"]
+__all__ = ["Headers", "OneChunk", "QueryParams", "Request", "parse_json"]
 
 
 _orjson: Any = load_orjson()
@@ -57,6 +58,26 @@ _METHOD_NAMES = {
 }
 
 
+class OneChunk:
+    """An async iterator of one chunk: a body that is all here (``Request.body_chunks``)."""
+
+    __slots__ = ("_chunk",)
+
+    def __init__(self, chunk: bytes) -> None:
+        self._chunk: bytes | None = chunk
+
+    def __aiter__(self) -> OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = self._chunk
+        if chunk is None:
+            raise StopAsyncIteration
+        self._chunk = None
+        return chunk
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """One HTTP request, as a handler sees it.
 
@@ -277,9 +298,9 @@ class Request:
             self._form = await read_form(self)
             return self._form
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
+    def body_chunks(self) -> AsyncIterator[bytes]:
         """The body as it can be read: here whole, in one chunk; on a ``stream_body`` route as it arrives."""
-        yield self.body
+        return OneChunk(self.body)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path.decode('ascii', 'replace')}>"

@@ -19,8 +19,9 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.mappings import Headers
-from cyclehttp.cycle.request import Request
+from cyclehttp.cycle.request import OneChunk, Request
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -145,6 +146,7 @@ class BodyStream:
         return data
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamingRequest(Request):
     """The ``Request`` of a ``stream_body`` route: the body is read with ``stream()`` or ``read()``.
 
@@ -208,13 +210,11 @@ class StreamingRequest(Request):
             )
         return Headers(self._stream.trailers)
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
+    def body_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (what ``read()`` has read already, in one chunk)."""
         if self._read_body is not None:
-            yield self._read_body
-            return
-        async for chunk in self._stream:
-            yield chunk
+            return OneChunk(self._read_body)
+        return self._stream
 
     async def read(self) -> bytes:
         """The rest of the body, whole (at most ``max_body_size`` bytes); also sets ``request.body``."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
-from cyclehttp.cycle.cookies import SameSite, set_cookie_header
+from cyclehttp.compile_hints import mypyc_attr
+from cyclehttp.cycle.cookies import set_cookie_header
 from cyclehttp.cycle.files import FileResponse
 from cyclehttp.cycle.negotiation import prefers_json
 from cyclehttp.cycle.response_stream import StreamingResponse
@@ -42,6 +43,7 @@ __all__ = ["REDIRECT_STATUSES", "Response", "error_response", "render_result"]
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Response:
     """An HTTP response: status, headers and a body.
 
@@ -55,24 +57,29 @@ class Response:
 
     def __init__(
         self,
-        body: bytes | str = b"",
-        status: int = 200,
+        body: object = b"",
+        status: object = 200,
         headers: HeadersLike | None = None,
         content_type: str | None = None,
     ) -> None:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+        # body and status are checked here, with the messages below: ``object`` so that a compiled
+        # build does not refuse them first with a bare TypeError (bytes, bytearray, memoryview, str).
+        data: bytes
+        if isinstance(body, bytes):
+            data = body
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
             if content_type is None:
                 content_type = TEXT_PLAIN
         elif isinstance(body, (bytearray, memoryview)):
-            body = bytes(body)
-        elif not isinstance(body, bytes):
+            data = bytes(body)
+        else:
             raise TypeError(
                 f"Response body must be bytes or str, got {type(body).__name__}; use Response.json() for data"
             )
-        if status not in STATUS_LINES:
+        if not isinstance(status, int) or status not in STATUS_LINES:
             raise ValueError(f"unknown HTTP status {status!r}; use a registered status code")
-        if has_no_body(status) and body:
+        if has_no_body(status) and data:
             raise ValueError(f"a {status} response cannot have a body")
         items = header_items(headers)
         # A Content-Type among the headers wins over the default or the argument:
@@ -84,32 +91,32 @@ class Response:
             items.insert(0, ("Content-Type", content_type))
         for name, value in items:
             validate_header(name, value)
-        self.status = status
-        self.body: bytes = body
+        self.status: int = status
+        self.body: bytes = data
         self.content_type = content_type
         self.headers: tuple[tuple[str, str], ...] = tuple(items)
         self._header_block = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in items)
         self._frozen = False
 
     @classmethod
-    def text(cls, text: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
+    def text(cls, text: str, status: object = 200, headers: HeadersLike | None = None) -> Response:
         """A ``text/plain; charset=utf-8`` response."""
         return cls(text.encode("utf-8"), status, headers, TEXT_PLAIN)
 
     @classmethod
-    def html(cls, html: str, status: int = 200, headers: HeadersLike | None = None) -> Response:
+    def html(cls, html: str, status: object = 200, headers: HeadersLike | None = None) -> Response:
         """A ``text/html; charset=utf-8`` response."""
         return cls(html.encode("utf-8"), status, headers, TEXT_HTML)
 
     @classmethod
-    def json(cls, value: Any, status: int = 200, headers: HeadersLike | None = None) -> Response:
+    def json(cls, value: Any, status: object = 200, headers: HeadersLike | None = None) -> Response:
         """An ``application/json`` response with compact UTF-8 JSON."""
         return cls(json_bytes(value), status, headers, APPLICATION_JSON)
 
     @staticmethod
     def stream(
         content: AsyncIterable[bytes | str] | Iterable[bytes | str],
-        status: int = 200,
+        status: object = 200,
         headers: HeadersLike | None = None,
         content_type: str | None = OCTET_STREAM,
     ) -> StreamingResponse:
@@ -137,7 +144,7 @@ class Response:
         return FileResponse(path, content_type=content_type, headers=headers, filename=filename)
 
     @classmethod
-    def redirect(cls, url: str, status: int = 307, headers: HeadersLike | None = None) -> Response:
+    def redirect(cls, url: object, status: object = 307, headers: HeadersLike | None = None) -> Response:
         """A redirect to ``url`` (absolute or relative) with an empty body.
 
         ``status`` is 301, 302, 303, 307 (the default: the method and body are
@@ -190,8 +197,8 @@ class Response:
 
     def set_cookie(
         self,
-        name: str,
-        value: str,
+        name: object,
+        value: object,
         *,
         max_age: int | None = None,
         expires: datetime | int | float | None = None,
@@ -199,7 +206,7 @@ class Response:
         domain: str | None = None,
         secure: bool = False,
         httponly: bool = False,
-        samesite: SameSite | None = "lax",
+        samesite: object = "lax",
         partitioned: bool = False,
     ) -> Response:
         """Add a ``Set-Cookie`` header to this response, and return it.
@@ -227,7 +234,7 @@ class Response:
         return self
 
     def delete_cookie(
-        self, name: str, *, path: str | None = "/", domain: str | None = None, secure: bool = False
+        self, name: object, *, path: str | None = "/", domain: str | None = None, secure: bool = False
     ) -> Response:
         """Tell the client to drop cookie ``name`` (Max-Age=0, Expires in 1970); returns this response.
 
@@ -239,8 +246,8 @@ class Response:
 
     def with_cookie(
         self,
-        name: str,
-        value: str,
+        name: object,
+        value: object,
         *,
         max_age: int | None = None,
         expires: datetime | int | float | None = None,
@@ -248,7 +255,7 @@ class Response:
         domain: str | None = None,
         secure: bool = False,
         httponly: bool = False,
-        samesite: SameSite | None = "lax",
+        samesite: object = "lax",
         partitioned: bool = False,
     ) -> Response:
         """A copy of this response with a ``Set-Cookie`` header added; this one is not changed.
@@ -270,7 +277,7 @@ class Response:
         return self.with_headers([("Set-Cookie", header)])
 
     def without_cookie(
-        self, name: str, *, path: str | None = "/", domain: str | None = None, secure: bool = False
+        self, name: object, *, path: str | None = "/", domain: str | None = None, secure: bool = False
     ) -> Response:
         """A copy of this response that tells the client to drop cookie ``name``; this one is not changed."""
         return self.with_headers([("Set-Cookie", _deletion_header(name, path, domain, secure))])
@@ -283,7 +290,7 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes>"
 
 
-def _deletion_header(name: str, path: str | None, domain: str | None, secure: bool) -> str:
+def _deletion_header(name: object, path: str | None, domain: str | None, secure: bool) -> str:
     """The ``Set-Cookie`` value that removes cookie ``name`` (the path and domain it was set with)."""
     header = set_cookie_header(name, "", path=path, domain=domain, secure=secure, samesite=None, max_age=0)
     return header + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.wire import (
     CLOSE,
     CONNECTION_LINES,
@@ -62,6 +63,7 @@ BodySender = Callable[[BodySink], Awaitable[int]]
 """Sends a response's body to a sink; returns the body bytes sent."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LongResponse:
     """Base of the responses the protocol sends over time rather than in one write."""
 
@@ -106,6 +108,7 @@ def _as_bytes(item: object) -> bytes:
     raise TypeError(f"a streamed body yielded {type(item).__name__}; yield bytes or str")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamingResponse(LongResponse):
     """A body sent as an iterator produces it: ``Response.stream(iterator)``.
 
@@ -117,10 +120,14 @@ class StreamingResponse(LongResponse):
 
     __slots__ = ("_chunked", "_iterator", "content_type", "header_block", "headers", "status")
 
+    # What the user's code yields, checked item by item (_as_bytes): not typed bytes | str, or a
+    # compiled build would refuse a bytearray before _as_bytes could take it.
+    _iterator: AsyncIterator[object] | Iterator[object]
+
     def __init__(
         self,
         content: AsyncIterable[bytes | str] | Iterable[bytes | str],
-        status: int = 200,
+        status: object = 200,
         headers: HeadersLike | None = None,
         content_type: str | None = OCTET_STREAM,
     ) -> None:
@@ -128,7 +135,8 @@ class StreamingResponse(LongResponse):
             raise TypeError(
                 "Response.stream needs an iterator of chunks; for a whole body use Response(body)"
             )
-        iterator: AsyncIterator[bytes | str] | Iterator[bytes | str]
+        # Items as the user's code yields them: checked one by one (_as_bytes), not by their type.
+        iterator: AsyncIterator[object] | Iterator[object]
         if hasattr(content, "__aiter__"):
             iterator = aiter(content)  # type: ignore[arg-type]  # checked just above
         elif hasattr(content, "__iter__"):
@@ -137,7 +145,7 @@ class StreamingResponse(LongResponse):
             raise TypeError(
                 f"Response.stream needs an async or sync iterable of bytes/str, got {type(content).__name__}"
             )
-        if status not in STATUS_LINES:
+        if not isinstance(status, int) or status not in STATUS_LINES:
             raise ValueError(f"unknown HTTP status {status!r}; use a registered status code")
         if has_no_body(status):
             raise ValueError(f"a {status} response cannot have a body; return a Response instead")
@@ -180,6 +188,7 @@ class StreamingResponse(LongResponse):
         iterator = self._iterator
         chunked = self._chunked
         sent = 0
+        item: object
         try:
             if isinstance(iterator, AsyncIterator):
                 async for item in iterator:
@@ -197,8 +206,12 @@ class StreamingResponse(LongResponse):
                     await sink.writable()
             if chunked:
                 sink.write_body(LAST_CHUNK)
-        finally:
-            await _close(iterator)  # also on error, disconnect or shutdown: the generator's finally runs
+        except BaseException:
+            # Also on error, disconnect or shutdown: the generator's finally runs. Not an await in
+            # a finally clause: compiled by mypyc, that re-raised an earlier call's exception.
+            await _close(iterator)
+            raise
+        await _close(iterator)
         return sent
 
     def __repr__(self) -> str:

@@ -93,7 +93,7 @@ class CompiledPattern:
     signature: str  # the pattern with parameter names erased, to find duplicates
 
 
-def compile_pattern(path: str) -> CompiledPattern:
+def compile_pattern(path: object) -> CompiledPattern:
     """Parse ``/users/{user_id:int}`` into a regex over raw path bytes.
 
     Raises ``RouteError`` for a path without a leading slash, an unknown
@@ -144,7 +144,7 @@ def _check_literal(path: str, literal: str) -> None:
         raise RouteError(f"route {path!r}: a route path cannot contain '?' or '#'")
 
 
-def normalize_method(method: str) -> str:
+def normalize_method(method: object) -> str:
     if not isinstance(method, str) or not _METHOD.match(method.upper()):
         raise RouteError(f"invalid HTTP method {method!r}; use e.g. 'GET' or 'POST'")
     return method.upper()

@@ -16,6 +16,7 @@ import logging
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Final
 
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.request import Request
 from cyclehttp.cycle.response_stream import BodySender, LongResponse
 from cyclehttp.cycle.states import PAUSED_WRITE
@@ -35,6 +36,7 @@ error_log: Final = logging.getLogger("cyclehttp.error")
 FILE_CHUNK: Final = 256 * 1024
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LongBodySending(UploadHandling):
     """Sending the body of a stream or a file after its head (see the module docstring)."""
 

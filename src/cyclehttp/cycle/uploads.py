@@ -24,6 +24,7 @@ from __future__ import annotations
 from time import monotonic_ns
 
 from cyclehttp.clock.stats import EXPECTATION_FAILED
+from cyclehttp.compile_hints import mypyc_attr
 from cyclehttp.cycle.core import CONTINUE, Refused
 from cyclehttp.cycle.failures import FailureHandling
 from cyclehttp.cycle.request import Request
@@ -36,6 +37,7 @@ from cyclehttp.errors import ClientDisconnected
 __all__ = ["UploadHandling"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class UploadHandling(FailureHandling):
     """``stream_body`` routes and ``Expect: 100-continue`` (see the module docstring)."""
 

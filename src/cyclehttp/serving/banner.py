@@ -14,7 +14,9 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 from cyclehttp.config import Config
+from cyclehttp.cycle.prerendered import BROTLI
 from cyclehttp.serving.listeners import describe
+from cyclehttp.version import BUILD, __version__
 
 __all__ = ["listening_line", "module_version", "speedups"]
 
@@ -35,9 +37,7 @@ def module_version(name: str) -> str:
 
 def speedups() -> str:
     """``uvloop 0.23.0, httptools 0.9.0, brotli: yes``: the native parts in use."""
-    from cyclehttp.cycle.prerendered import _brotli
-
-    brotli = "yes" if _brotli is not None else "no"
+    brotli = "yes" if BROTLI else "no"
     return f"uvloop {module_version('uvloop')}, httptools {module_version('httptools')}, brotli: {brotli}"
 
 
@@ -45,8 +45,6 @@ def listening_line(
     socks: Sequence[socket.socket], config: Config, *, workers: int = 1, balance: str | None = None
 ) -> str:
     """The listening line for a server on ``socks``; ``balance`` describes how ``workers`` > 1 share them."""
-    from cyclehttp.version import __version__
-
     where = ", ".join(describe(sock) for sock in socks) or "(no socket)"
     processes = "1 process" if workers == 1 else f"{workers} workers"
     if workers > 1 and balance:
@@ -54,4 +52,4 @@ def listening_line(
     switches = f"timing {'on' if config.timing else 'off'}, access log {'on' if config.access_log else 'off'}"
     if config.metrics_path:
         switches += f", metrics on {config.metrics_path}"
-    return f"cyclehttp {__version__} listening on {where} ({processes}; {speedups()}; {switches})"
+    return f"cyclehttp {__version__} ({BUILD}) listening on {where} ({processes}; {speedups()}; {switches})"

@@ -27,7 +27,7 @@ from cyclehttp.serving.envvars import TARGET_VARIABLE, add_env_help, apply_envir
 from cyclehttp.serving.listeners import ListenError, close_listeners, open_listeners
 from cyclehttp.serving.options import number
 from cyclehttp.serving.workers import BALANCES, DEFAULT_BALANCE
-from cyclehttp.version import __version__
+from cyclehttp.version import BUILD, __version__
 
 __all__ = ["TargetError", "build_parser", "build_routes_parser", "load_app", "main", "serve_sockets"]
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
             if is_seconds
             else f"{OPTION_HELP[field.name]} (default: {default})",
         )
-    parser.add_argument("--version", action="version", version=f"cyclehttp {__version__}")
+    parser.add_argument("--version", action="version", version=f"cyclehttp {__version__} ({BUILD})")
     add_env_help(parser)
     return parser
 
