@@ -65,9 +65,15 @@ class _Setting:
         os.environ.pop(self.name, None)
 
 
+# mypyc compiles from the types mypy sees: the dependencies the cycle imports must be in the
+# build environment too (their annotations, not Any), as they are when the project is checked.
+TYPED_DEPENDENCIES = ("httptools>=0.6.3", "python-multipart>=0.0.18")
+
+
 def compile_requires() -> list[str]:
-    """What a compiling build needs beyond setuptools: mypyc (with mypy); nothing for a pure one."""
-    return [MYPY_REQUIREMENT] if why_pure() is None else []
+    """What a compiling build needs beyond setuptools: mypyc (with mypy) and the typed dependencies
+    the compiled modules import; nothing for a pure one."""
+    return [MYPY_REQUIREMENT, *TYPED_DEPENDENCIES] if why_pure() is None else []
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:

@@ -30,7 +30,9 @@ def test_a_machine_that_can_compile_compiles(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(build_backend.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(build_backend.os.path, "exists", lambda path: True)
     assert build_backend.why_pure() is None
-    assert build_backend.compile_requires() == [build_backend.MYPY_REQUIREMENT]
+    requires = build_backend.compile_requires()
+    assert requires[0] == build_backend.MYPY_REQUIREMENT
+    assert any(requirement.startswith("httptools") for requirement in requires)
 
 
 @pytest.mark.parametrize(

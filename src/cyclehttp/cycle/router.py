@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote
 from cyclehttp.clock.stats import ANY_METHOD, OTHER_METHOD, UNMATCHED
 from cyclehttp.cycle.prerendered import PrerenderedResponse
 from cyclehttp.cycle.response import Response, error_response
+from cyclehttp.cycle.route_index import RouteIndex
 from cyclehttp.cycle.targets import ErrorAnswer, Target
 from cyclehttp.errors import RouteError
 
@@ -179,6 +180,10 @@ class PathEntry:
 
 NOT_FOUND_INDEX: Final = 0
 
+LINEAR_ROUTES: Final = 8
+"""Up to this many parameter routes are tried one after another; more go through ``RouteIndex``
+(measured: benchmarks/micro/router.py)."""
+
 ASTERISK: Final = b"*"
 """The asterisk-form request target (``OPTIONS * HTTP/1.1``): the key of the server-wide entry."""
 SERVER_WIDE: Final = "*"
@@ -194,6 +199,7 @@ class Router:
     __slots__ = (
         "_combined_405",
         "_error_answer",
+        "_index",
         "dynamic",
         "exact",
         "labels",
@@ -231,6 +237,11 @@ class Router:
                 entry.methods[b"HEAD"] = entry.methods[b"GET"]
             entry.allow = ", ".join(sorted(m.decode("ascii") for m in entry.methods))
             entry.not_allowed = self._add(self._error_target(405, entry.allow), OTHER_METHOD, entry.pattern)
+        self._index = (
+            RouteIndex([entry.pattern for entry in self.dynamic], _encode_path)
+            if len(self.dynamic) > LINEAR_ROUTES
+            else None
+        )
         self.server_options = self._add(PrerenderedResponse(Response()), "OPTIONS", SERVER_WIDE)
         """The index of the ``OPTIONS *`` answer."""
         self._render_server_options()
@@ -313,7 +324,13 @@ class Router:
                     return entry.methods.get(method, entry.not_allowed), None
             path = _normalize_path(path)
         matched: list[PathEntry] | None = None
-        for entry in self.dynamic:
+        entries = self.dynamic
+        if self._index is not None:  # many routes: only those the segment index leaves are tried
+            positions = self._index.candidates(path)
+            if not positions:
+                return NOT_FOUND_INDEX, None
+            entries = [entries[position] for position in positions]
+        for entry in entries:
             assert entry.regex is not None
             match = entry.regex.fullmatch(path)
             if match is None:
